@@ -1,0 +1,71 @@
+"""Command-line options the three pain jobs share (the library itself never reads argv)."""
+
+import argparse
+import time
+
+from affectlab.workloads.pain import PRESETS, PainConfig
+
+# option → PainConfig field, for options that map one to one
+_FIELDS = {
+    "backbone": "backbone", "image_size": "image_size", "finetune": "finetune", "weights_path": "weights_path",
+    "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay",
+    "w_pspi": "w_pspi", "w_au": "w_au", "w_binary": "w_binary", "backbone_lr_mult": "backbone_lr_mult",
+    "n_shots": "n_shots", "reference_policy": "reference_policy", "workers": "num_workers",
+    "cpus_per_worker": "cpus_per_worker", "seed": "seed", "pretrained_checkpoint": "pretrained_checkpoint",
+    "lora_r": "lora_r", "dropout": "dropout",
+}  # fmt: skip
+
+
+def parser(description: str, data_help: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data-dir", help=data_help)
+    src.add_argument("--synthetic", action="store_true", help="write a small synthetic dataset in the native layout under OUTPUT/data and run on it")
+    p.add_argument("--output", required=True, help="directory for metrics.json, report.html and checkpoints")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="starting settings: 'paper' (the original recipe, DINOv3-L + LoRA) or 'tiny' (2-core laptop); default: tiny with --synthetic, paper otherwise")
+    m = p.add_argument_group("model")
+    m.add_argument("--backbone", choices=["tiny", "small", "base", "large", "large_sat493m"], help="DINOv3 size (tiny: random init only)")
+    m.add_argument("--image-size", type=int, help="input size in pixels (224 for the real backbones)")
+    m.add_argument("--finetune", choices=["lora", "full", "frozen"], help="how the backbone trains")
+    m.add_argument("--lora-r", type=int, help="LoRA rank")
+    m.add_argument("--dropout", type=float, help="dropout of the PSPI and binary heads")
+    m.add_argument("--no-pretrained", action="store_true", help="random initialisation instead of the timm weights")
+    m.add_argument("--weights-path", help="local timm weights file for the backbone (offline machines)")
+    m.add_argument("--pretrained-checkpoint", help="an affectlab checkpoint directory to start from (e.g. the 3D-Pain stage); weights with matching names and shapes are copied")
+    t = p.add_argument_group("training")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float, help="learning rate of the heads (the backbone gets lr × backbone-lr-mult)")
+    t.add_argument("--backbone-lr-mult", type=float)
+    t.add_argument("--weight-decay", type=float)
+    t.add_argument("--w-pspi", type=float, help="weight of the PSPI MSE (0–1 scale)")
+    t.add_argument("--w-au", type=float, help="weight of the AU MSE (raw AU units)")
+    t.add_argument("--w-binary", type=float, help="weight of the PSPI ≥ 1/2/3 BCE")
+    t.add_argument("--seed", type=int)
+    e = p.add_argument_group("references")
+    e.add_argument("--n-shots", type=int, help="neutral references averaged at evaluation (multi-shot)")
+    e.add_argument("--reference-policy", choices=["first_frames", "oracle"], help="evaluation references: first frames of the subject (label-free) or PSPI=0 frames chosen with labels (oracle, the original protocol)")
+    r = p.add_argument_group("cluster")
+    r.add_argument("--workers", type=int, help="Ray Train workers per run (DDP when > 1)")
+    r.add_argument("--gpu", action="store_true", help="one GPU per Train worker, mixed precision")
+    r.add_argument("--cpus-per-worker", type=float)
+    r.add_argument("--storage", help="Ray storage path for checkpoints and results (s3://... on a multi-node cluster); default OUTPUT/ray_results")
+    r.add_argument("--wandb", choices=["off", "offline", "online"], default="offline", help="Weights & Biases tracking")
+    return p
+
+
+def config(args, **fixed) -> PainConfig:
+    preset = args.preset or ("tiny" if args.synthetic else "paper")
+    values = dict(PRESETS[preset])
+    values.update({field: getattr(args, opt) for opt, field in _FIELDS.items() if getattr(args, opt, None) is not None})
+    if args.no_pretrained:
+        values["pretrained"] = False
+    if args.gpu:
+        values["use_gpu"] = True
+    values.update(fixed)
+    return PainConfig(**values)
+
+
+def run_name(prefix: str) -> str:
+    """A fresh name per run: a reused name would silently resume an old run."""
+    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"

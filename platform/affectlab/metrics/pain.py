@@ -1,0 +1,200 @@
+"""Pain (PSPI) metrics as the ViTPain paper reports them.
+
+Pure functions on numpy arrays of PSPI values on the 0-16 scale (predictions already
+multiplied back from the model's 0-1 output). Definitions follow
+`reference/pain.md` section 7.2 (the original `scripts/evaluate_unbc.py`), with two
+deliberate differences, both noted where they apply:
+
+- the 95% CI uses the exact Student-t quantile for every n (the original used 2.776 at
+  n = 5 and 1.96 otherwise, which is too narrow for small n other than 5);
+- which predictions the F1 thresholds are calibrated on is the caller's choice: pass
+  un-augmented train or inner-validation predictions, never the test fold (defect 7).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from scipy import stats
+from sklearn.metrics import f1_score, roc_auc_score
+
+PSPI_THRESHOLDS = (1, 2, 3)
+DEFAULT_GRID = np.linspace(0, 6, 200)  # the original's calibration grid, PSPI units
+
+__all__ = [
+    "PSPI_THRESHOLDS",
+    "mae",
+    "pearson",
+    "auroc",
+    "calibrate_threshold",
+    "f1_at",
+    "calibrated_f1",
+    "ci95",
+    "fold_metrics",
+    "summarize_folds",
+]
+
+
+def _check(pred, target) -> tuple[np.ndarray, np.ndarray]:
+    """Flatten to float arrays and fail loudly on mismatched or non-finite input.
+
+    A silent NaN would turn every downstream metric into NaN (or, worse, into a
+    plausible-looking number after sklearn drops it), so it is rejected here.
+    """
+    pred = np.asarray(pred, dtype=np.float64).reshape(-1)
+    target = np.asarray(target, dtype=np.float64).reshape(-1)
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"pred and target must have the same length, got {pred.size} predictions "
+            f"and {target.size} targets"
+        )
+    if not np.all(np.isfinite(pred)):
+        bad = int(np.count_nonzero(~np.isfinite(pred)))
+        raise ValueError(f"pred must be finite, found {bad} NaN/inf value(s) of {pred.size}")
+    if not np.all(np.isfinite(target)):
+        bad = int(np.count_nonzero(~np.isfinite(target)))
+        raise ValueError(f"target must be finite, found {bad} NaN/inf value(s) of {target.size}")
+    return pred, target
+
+
+def mae(pred, target) -> float:
+    """Mean absolute error in PSPI units."""
+    pred, target = _check(pred, target)
+    if pred.size == 0:
+        raise ValueError("mae needs at least one prediction, got none")
+    return float(np.mean(np.abs(pred - target)))
+
+
+def pearson(pred, target) -> float:
+    """Pearson correlation; 0.0 where it is undefined, as the reference does.
+
+    Undefined means fewer than 2 points, a constant side (e.g. a collapsed model that
+    predicts one value), or a non-finite result.
+    """
+    pred, target = _check(pred, target)
+    if pred.size < 2 or np.ptp(pred) == 0 or np.ptp(target) == 0:
+        return 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # near-constant input warns; the check below decides
+        r = stats.pearsonr(pred, target)[0]
+    return float(r) if np.isfinite(r) else 0.0
+
+
+def auroc(pred, target, threshold) -> float:
+    """Binary AUROC of continuous predictions against `target >= threshold`.
+
+    Returns 0.0 when only one class is present. That is the reference's convention
+    (AUROC is undefined there); it drags a fold mean down, so reports say when it
+    happened rather than hiding it.
+    """
+    pred, target = _check(pred, target)
+    labels = target >= threshold
+    if labels.all() or not labels.any():
+        return 0.0
+    return float(roc_auc_score(labels, pred))
+
+
+def f1_at(pred, target, threshold, decision_threshold) -> float:
+    """F1 of `pred >= decision_threshold` against `target >= threshold` (0 if undefined)."""
+    pred, target = _check(pred, target)
+    return float(f1_score(target >= threshold, pred >= decision_threshold, zero_division=0))
+
+
+def calibrate_threshold(pred, target, threshold, grid=None) -> float:
+    """Decision threshold on `grid` that maximises F1 at PSPI >= `threshold`.
+
+    Regression outputs shrink toward the mean, so `pred >= threshold` under-detects
+    pain; the reference picks the cut-off on training predictions instead. Ties go to
+    the smallest maximising grid value (np.argmax returns the first).
+    """
+    pred, target = _check(pred, target)
+    grid = DEFAULT_GRID if grid is None else np.asarray(grid, dtype=np.float64).reshape(-1)
+    if grid.size == 0:
+        raise ValueError("calibration grid is empty")
+    labels = target >= threshold
+    scores = [f1_score(labels, pred >= thr, zero_division=0) for thr in grid]
+    return float(grid[int(np.argmax(scores))])
+
+
+def calibrated_f1(train_pred, train_target, test_pred, test_target) -> tuple[dict, dict]:
+    """Train-calibrated F1 at PSPI >= 1, 2, 3 and their macro mean (the headline metric).
+
+    Thresholds are fitted on the train-side predictions and applied unchanged to the
+    test fold, so the test fold never influences its own score.
+
+    Returns `(f1s, thresholds)`: f1s keyed "1", "2", "3", "macro"; thresholds keyed
+    "1", "2", "3".
+    """
+    train_pred, train_target = _check(train_pred, train_target)
+    test_pred, test_target = _check(test_pred, test_target)
+    f1s, thresholds = {}, {}
+    for t in PSPI_THRESHOLDS:
+        thr = calibrate_threshold(train_pred, train_target, t)
+        thresholds[str(t)] = thr
+        f1s[str(t)] = f1_at(test_pred, test_target, t, thr)
+    f1s["macro"] = float(np.mean([f1s[str(t)] for t in PSPI_THRESHOLDS]))
+    return f1s, thresholds
+
+
+def ci95(values) -> dict:
+    """Mean and 95% CI half-width across folds: t_{0.975, n-1} * std(ddof=1) / sqrt(n).
+
+    The exact t quantile equals the reference's 2.776 at n = 5. With a single value the
+    spread is unknown; the half-width is reported as 0.0 (not NaN) so results stay
+    JSON-serialisable — read it as "no interval", not "no uncertainty".
+    """
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    n = values.size
+    if n == 0:
+        raise ValueError("ci95 needs at least one value, got none")
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"ci95 values must be finite, got {values.tolist()}")
+    mean = float(np.mean(values))
+    if n == 1:
+        return {"mean": mean, "ci95": 0.0}
+    half = stats.t.ppf(0.975, n - 1) * np.std(values, ddof=1) / np.sqrt(n)
+    return {"mean": mean, "ci95": float(half)}
+
+
+def fold_metrics(test_pred, test_target, train_pred, train_target) -> dict:
+    """Every per-fold number the pain CV reports, as plain floats (JSON-ready)."""
+    test_pred, test_target = _check(test_pred, test_target)
+    f1s, thresholds = calibrated_f1(train_pred, train_target, test_pred, test_target)
+    return {
+        "mae": mae(test_pred, test_target),
+        "pearson": pearson(test_pred, test_target),
+        "auroc": {str(t): auroc(test_pred, test_target, t) for t in PSPI_THRESHOLDS},
+        "f1_train_calibrated": f1s,
+        "thresholds": thresholds,
+    }
+
+
+_NOT_SUMMARISED = ("fold", "thresholds")  # identifiers and fitted parameters, not scores
+
+
+def _summarize(values: list, name: str):
+    """ci95 over a list of numbers, or recursively over a list of same-keyed dicts."""
+    if isinstance(values[0], dict):
+        keys = list(values[0])
+        for v in values:
+            if not isinstance(v, dict) or list(v) != keys:
+                raise ValueError(f"folds disagree on the keys of {name!r}: {keys} vs {v!r}")
+        return {k: _summarize([v[k] for v in values], f"{name}.{k}") for k in keys}
+    return ci95(values)
+
+
+def summarize_folds(folds: list[dict]) -> dict:
+    """Mean ± 95% CI of each fold metric, keeping the nesting of `fold_metrics`.
+
+    `summary["auroc"]["1"] == {"mean": ..., "ci95": ...}`. The `fold` index and the
+    fitted `thresholds` are skipped.
+    """
+    if not folds:
+        raise ValueError("summarize_folds needs at least one fold, got none")
+    keys = [k for k in folds[0] if k not in _NOT_SUMMARISED]
+    for i, fold in enumerate(folds):
+        missing = [k for k in keys if k not in fold]
+        if missing:
+            raise ValueError(f"fold {i} is missing metric(s) {missing}")
+    return {k: _summarize([fold[k] for fold in folds], k) for k in keys}

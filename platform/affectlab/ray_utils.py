@@ -1,0 +1,62 @@
+"""Starting or joining Ray the same way from jobs, benchmarks and tests."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import ray
+
+# The source root (`platform/`): where `affectlab` lives when it is not installed.
+SOURCE_ROOT = Path(__file__).resolve().parents[1]
+_JOB_CONFIG = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by the job manager for submitted drivers
+
+
+def quiet_train_pg_cleaner() -> None:
+    """``worker_process_setup_hook``: silence the placement-group cleaner's polling noise and
+    Ray Data's per-dataset progress bars in workers (the epoch lines say what matters)."""
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
+
+
+def runtime_env() -> dict:
+    """What every Ray worker needs to import affectlab without installing it.
+
+    Under ``ray job submit --working-dir .`` each node unpacks the repository and runs the
+    workers inside it, so the relative source root ``platform`` goes on ``PYTHONPATH``;
+    on a local instance the absolute path of this checkout's source root does.
+    Keys the submitted job already sets (``--runtime-env-json``) are left to the job.
+    """
+    job_env = json.loads(os.environ[_JOB_CONFIG]).get("runtime_env", {}) if _JOB_CONFIG in os.environ else None
+    in_working_dir = bool(job_env and job_env.get("working_dir"))
+    env = {
+        "env_vars": {
+            "PYTHONPATH": "platform" if in_working_dir else str(SOURCE_ROOT),
+            "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
+        },
+        "worker_process_setup_hook": "affectlab.ray_utils.quiet_train_pg_cleaner",
+    }
+    if job_env:
+        env["env_vars"] = {k: v for k, v in env["env_vars"].items() if k not in job_env.get("env_vars", {})}
+        env = {k: v for k, v in env.items() if k == "env_vars" or k not in job_env}
+    return env
+
+
+def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
+    """Join the cluster named by ``address``/``RAY_ADDRESS``, else start a local one.
+
+    A local instance gets at least 4 logical CPUs, so Ray Data tasks still find a slot
+    while Train workers hold theirs on a 2-core laptop (reference/ray.md §3.3), and the
+    dashboard, which Ray Train's placement-group cleaner needs.
+    """
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, runtime_env=runtime_env())
+    else:
+        ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1), include_dashboard=True, runtime_env=runtime_env())
+    ray.data.DataContext.get_current().enable_progress_bars = False

@@ -1,0 +1,101 @@
+"""Checkpoints: ``model.safetensors`` + ``config.json`` + ``metrics.json``.
+
+Loading never unpickles, so serving can be pointed at a checkpoint from anywhere. The
+optional ``train_state.pt`` (optimizer, schedule, epoch) is only read to resume a run the
+platform wrote itself, and even then with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+import affectlab
+
+MODEL_FILE, CONFIG_FILE, METRICS_FILE, STATE_FILE = "model.safetensors", "config.json", "metrics.json", "train_state.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory is missing a file or holds something unexpected."""
+
+
+def versions() -> dict[str, str]:
+    import ray
+    import timm
+
+    return {"affectlab": affectlab.__version__, "torch": torch.__version__, "timm": timm.__version__, "ray": ray.__version__}
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item"):  # numpy / torch scalars
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(_jsonable(data), indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def save_checkpoint(directory: str | Path, state_dict: dict[str, torch.Tensor], workload: str, config: dict, metrics: dict) -> Path:
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+    save_file(tensors, str(d / MODEL_FILE), metadata={"workload": workload})
+    write_json(d / CONFIG_FILE, {"workload": workload, "config": config, "versions": versions()})
+    write_json(d / METRICS_FILE, metrics)
+    return d
+
+
+def read_checkpoint(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict, dict]:
+    """(state dict, config.json, metrics.json) — safetensors and JSON only."""
+    d = Path(directory)
+    for name in (MODEL_FILE, CONFIG_FILE):
+        if not (d / name).is_file():
+            raise CheckpointError(f"{d} is not a checkpoint: missing {name}")
+    try:
+        config = json.loads((d / CONFIG_FILE).read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{d / CONFIG_FILE}: not valid JSON ({e})") from e
+    if not isinstance(config, dict) or "workload" not in config or "config" not in config:
+        raise CheckpointError(f"{d / CONFIG_FILE}: expected keys 'workload' and 'config'")
+    metrics = json.loads((d / METRICS_FILE).read_text()) if (d / METRICS_FILE).is_file() else {}
+    try:
+        state = load_file(str(d / MODEL_FILE))
+    except Exception as e:  # safetensors raises its own error types
+        raise CheckpointError(f"{d / MODEL_FILE}: not a readable safetensors file ({e})") from e
+    return state, config, metrics
+
+
+def load_model(directory: str | Path, device: str | torch.device = "cpu"):
+    """Rebuild the model from ``config.json`` (no weight download) and load its weights."""
+    from affectlab.workloads import get_workload
+
+    state, config, metrics = read_checkpoint(directory)
+    workload = get_workload(config["workload"])
+    cfg = workload.make_config(config["config"])
+    model = workload.build_model(cfg, pretrained=False)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{directory}: weights do not fit the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
+    return model.to(device).eval(), cfg, metrics
+
+
+def load_matching_weights(model: torch.nn.Module, directory: str | Path) -> tuple[int, int]:
+    """Copy the weights whose names and shapes match (stage 1 → stage 2 fine-tuning)."""
+    state, _, _ = read_checkpoint(directory)
+    own = model.state_dict()
+    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(matched, strict=False)
+    return len(matched), len(own)

@@ -1,0 +1,164 @@
+"""The platform's training loop, run by every Ray Train worker.
+
+Reads top to bottom: build the workload's model and optimizer, resume if Ray Train hands
+back a checkpoint, then per epoch train on this worker's shard, validate on rank 0, keep
+the best weights by the inner-validation metric, and report a checkpoint. At the end,
+rank 0 predicts every evaluation split once with the selected weights and reports a
+``final`` checkpoint holding the model, its metrics and the predictions.
+
+A checkpoint's ``model.safetensors`` always holds the best weights so far, so any
+checkpoint can be served; the latest weights for resuming sit beside it.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import ray.train
+import ray.train.torch
+import torch
+from safetensors.torch import load_file, save_file
+
+from affectlab.train.checkpoint import STATE_FILE, read_checkpoint, save_checkpoint
+from affectlab.workloads import get_workload
+from affectlab.workloads.base import config_to_dict
+
+LAST_MODEL_FILE = "last_model.safetensors"
+PREDICTIONS_FILE = "predictions.npz"
+
+
+def cosine_factor(epoch: int, epochs: int, floor: float = 0.01) -> float:
+    """LR multiplier: cosine from 1 to ``floor`` over the run (stepped once per epoch)."""
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * epoch / max(1, epochs)))
+
+
+def is_better(value: float, best: float | None, mode: str) -> bool:
+    if best is None or not np.isfinite(best):
+        return bool(np.isfinite(value))
+    return value > best if mode == "max" else value < best
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    workload = get_workload(loop_config["workload"])
+    cfg = workload.make_config(loop_config["config"])
+    eval_splits = loop_config.get("eval_splits", [])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    use_amp = cfg.amp and device.type == "cuda"
+    torch.manual_seed(cfg.seed)
+
+    model = workload.build_model(cfg)
+    optimizer = torch.optim.AdamW(workload.param_groups(model, cfg))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: cosine_factor(e, cfg.epochs))
+    start_epoch, best_value, best_state = 0, None, None
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:  # resume: Ray restarted the workers, or the run was started again by name
+        with checkpoint.as_directory() as d:
+            best_state, _, _ = read_checkpoint(d)
+            last = Path(d) / LAST_MODEL_FILE
+            model.load_state_dict(load_file(str(last)) if last.exists() else best_state)
+            state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, best_value = state["epoch"] + 1, state["best_value"]
+
+    model = ray.train.torch.prepare_model(model)
+    module = model.module if hasattr(model, "module") else model
+    params = [p for p in module.parameters() if p.requires_grad]
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    train_shard = ray.train.get_dataset_shard("train")
+
+    def predict(split: str) -> dict[str, np.ndarray]:
+        module.eval()
+        batches = ray.train.get_dataset_shard(split).iter_torch_batches(batch_size=cfg.batch_size, device=device)
+        with torch.autocast(device.type, enabled=use_amp):
+            return workload.predict(module, batches, cfg)
+
+    for epoch in range(start_epoch, cfg.epochs):
+        started = time.perf_counter()
+        model.train()
+        generator = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + epoch * world + rank)
+        sums, steps = defaultdict(float), 0
+        batches = train_shard.iter_torch_batches(
+            batch_size=cfg.batch_size, device=device, local_shuffle_buffer_size=4 * cfg.batch_size,
+            local_shuffle_seed=cfg.seed + epoch,
+        )  # fmt: skip
+        for batch in batches:
+            with torch.autocast(device.type, enabled=use_amp):
+                loss, terms = workload.train_step(model, batch, cfg, generator)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            sums["train_loss"] += loss.item()
+            for k, v in terms.items():
+                sums[f"train_{k}"] += v
+            steps += 1
+        scheduler.step()
+        metrics = {k: v / max(1, steps) for k, v in sums.items()}
+        metrics.update(epoch=epoch, lr=optimizer.param_groups[-1]["lr"], train_steps=steps)
+
+        if rank != 0:
+            ray.train.report(metrics)  # a barrier: every rank reports as often as rank 0
+            continue
+        metrics.update({f"val_{k}": v for k, v in workload.evaluate(predict("val")).items()})
+        if is_better(metrics[cfg.select_metric], best_value, cfg.select_mode):
+            best_value = metrics[cfg.select_metric]
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+            metrics["best_epoch"] = epoch
+        if best_state is None:  # the metric is not finite yet: keep the current weights
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+        metrics[f"best_{cfg.select_metric}"] = best_value if best_value is not None else float("nan")
+        metrics["epoch_seconds"] = time.perf_counter() - started
+        print(_epoch_line(epoch, cfg.epochs, metrics, cfg.select_metric), flush=True)
+        with tempfile.TemporaryDirectory() as d:
+            save_checkpoint(d, best_state, workload.name, config_to_dict(cfg), metrics)
+            if metrics.get("best_epoch") != epoch:
+                save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, f"{d}/{LAST_MODEL_FILE}")
+            state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch, "best_value": best_value}
+            torch.save(state, Path(d) / STATE_FILE)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d), checkpoint_dir_name=f"epoch_{epoch:03d}")
+
+    # The selected weights predict every evaluation split once.
+    if rank != 0:
+        ray.train.report({"final": 1})
+        return
+    if best_state is None:
+        raise RuntimeError("training finished without a single validated epoch (epochs must be ≥ 1)")
+    module.load_state_dict(best_state)
+    final = {"final": 1, f"best_{cfg.select_metric}": best_value}
+    arrays = {}
+    for split in eval_splits:
+        predictions = predict(split)
+        final.update({f"{split}_{k}": v for k, v in workload.evaluate(predictions).items()})
+        arrays.update({f"{split}/{k}": v for k, v in predictions.items()})
+    with tempfile.TemporaryDirectory() as d:
+        save_checkpoint(d, best_state, workload.name, config_to_dict(cfg), final)
+        np.savez(Path(d) / PREDICTIONS_FILE, **arrays)
+        ray.train.report(final, checkpoint=ray.train.Checkpoint.from_directory(d), checkpoint_dir_name="final")
+
+
+def _epoch_line(epoch: int, epochs: int, metrics: dict, select: str) -> str:
+    shown = ["train_loss", select, f"best_{select}", "epoch_seconds"]
+    parts = [f"{k}={metrics[k]:.4g}" for k in dict.fromkeys(shown) if k in metrics]
+    return f"epoch {epoch + 1}/{epochs} " + " ".join(parts)
+
+
+def read_predictions(checkpoint_dir: str | Path) -> dict[str, dict[str, np.ndarray]]:
+    """``{split: {array name: values}}`` from a final checkpoint (no pickles allowed)."""
+    out: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
+    with np.load(Path(checkpoint_dir) / PREDICTIONS_FILE, allow_pickle=False) as f:
+        for key in f.files:
+            split, name = key.split("/", 1)
+            out[split][name] = f[key]
+    return dict(out)

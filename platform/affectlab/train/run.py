@@ -1,0 +1,40 @@
+"""One Ray Train run of a workload: a TorchTrainer fed by the workload's Ray Datasets."""
+
+from __future__ import annotations
+
+import ray.train
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from affectlab.train.loop import train_loop_per_worker
+from affectlab.workloads.base import config_to_dict
+
+
+def make_trainer(workload, cfg, datasets: dict, storage_path: str, name: str, callbacks=(), max_failures: int = 1) -> TorchTrainer:
+    """``datasets["train"]`` is split across workers; the others are read by rank 0 only.
+
+    A run started again with the same ``storage_path`` and ``name`` resumes from its
+    latest checkpoint; ``max_failures`` restarts crashed workers from it within one fit.
+    """
+    eval_splits = [s for s in getattr(workload, "eval_splits", ()) if s in datasets]
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"workload": workload.name, "config": config_to_dict(cfg), "eval_splits": eval_splits},
+        scaling_config=ScalingConfig(
+            num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cfg.cpus_per_worker}
+        ),
+        datasets=datasets,
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=storage_path,
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            failure_config=FailureConfig(max_failures=max_failures),
+            callbacks=list(callbacks),
+        ),
+    )
+
+
+def fit(workload, cfg, datasets: dict, storage_path: str, name: str, callbacks=(), max_failures: int = 1):
+    """Train and return the Ray Train ``Result`` (its ``checkpoint`` is the ``final`` one)."""
+    return make_trainer(workload, cfg, datasets, storage_path, name, callbacks, max_failures).fit()

@@ -1,0 +1,339 @@
+"""Mouse data layer: trial alignment, DLC reading, validation, grouped splits, pose features."""
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from affectlab.data import mouse
+from affectlab.data.mouse import (
+    BODYPARTS,
+    MouseDataError,
+    Trial,
+    discover,
+    find_dlc_file,
+    group_kfold,
+    group_split,
+    read_annotation,
+    read_dlc,
+    read_video_frames,
+    trial_frame_range,
+)
+from affectlab.data.pose import interpolate_low_likelihood, pose_features
+from affectlab.data.synthetic_mouse import decode_stamp, write_synthetic_mouse
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """Two animals, one 3-trial video each; video 1 trial 2 has 345 rows; frames stamped."""
+    out = tmp_path_factory.mktemp("mouse")
+    return write_synthetic_mouse(out, n_animals=2, size=SIZE, seed=3, stamp_frame_index=True)
+
+
+def _copy(dataset: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(dataset, tmp_path / "copy"))
+
+
+def _trial(trials, video_index: int, trial: int) -> Trial:
+    videos = sorted({t.video_id for t in trials})
+    return next(t for t in trials if t.video_id == videos[video_index] and t.trial == trial)
+
+
+def _truth(dataset: Path, trial: Trial):
+    return np.load(dataset / "Truth" / f"{trial.video_id}.npz")
+
+
+# ------------------------------------------------------------------ alignment
+
+
+def test_trial_frame_range_rule():
+    assert trial_frame_range(1, 360) == (0, 360)
+    assert trial_frame_range(2, 360) == (360, 720)
+    assert trial_frame_range(3, 360) == (720, 1080)
+    assert trial_frame_range(2, 345) == (375, 720)  # row r -> trial frame r + 15
+    with pytest.raises(ValueError):
+        trial_frame_range(1, 300)
+
+
+def _check_streams_aligned(dataset: Path, trial: Trial):
+    truth = _truth(dataset, trial)
+    frames = read_video_frames(trial.video_path, trial.start, trial.stop, SIZE)
+    stamps = np.array([decode_stamp(f) for f in frames])
+    np.testing.assert_array_equal(stamps, np.arange(trial.start, trial.stop))
+
+    labels = read_annotation(trial.annotation_path)
+    np.testing.assert_array_equal(labels, truth["labels"][trial.start : trial.stop])
+
+    xy, likelihood = read_dlc(trial.dlc_path)
+    xy, likelihood = xy[trial.start : trial.stop], likelihood[trial.start : trial.stop]
+    confident = likelihood >= 0.9
+    error = np.linalg.norm(xy - truth["keypoints"][trial.start : trial.stop], axis=-1)
+    assert confident.mean() > 0.9
+    assert error[confident].max() < 1.0  # DLC noise is ~0.13 px at 32 px
+    # and trial 1's pose would not match: the streams really are offset.
+    wrong = np.linalg.norm(xy - truth["keypoints"][: trial.n_frames], axis=-1)
+    assert wrong[confident].mean() > 5 * error[confident].mean()
+
+
+def test_trial_2_reads_frames_360_to_719_in_every_stream(dataset):
+    trial = _trial(discover(dataset), 0, 2)
+    assert (trial.start, trial.stop) == (360, 720)
+    _check_streams_aligned(dataset, trial)
+
+
+def test_345_row_trial_maps_row_r_to_trial_frame_r_plus_15(dataset):
+    trial = _trial(discover(dataset), 1, 2)
+    assert len(read_annotation(trial.annotation_path)) == 345
+    assert (trial.start, trial.stop) == (375, 720)
+    _check_streams_aligned(dataset, trial)
+
+
+def test_discover_is_sorted_and_parses_ids(dataset):
+    trials = discover(dataset)
+    assert len(trials) == 6
+    assert trials == discover(dataset)
+    assert [(t.video_id, t.trial) for t in trials] == sorted((t.video_id, t.trial) for t in trials)
+    assert {t.animal_id for t in trials} == {"250M", "253F"}
+    assert trials[3].dlc_path.suffix == ".h5"  # the second video's pose is stored as H5
+    assert mouse.animal_id_from_name("shortened_2023-10-25_CFA_010_267M_tracking") == "267M"
+    assert mouse.animal_id_from_name("session7") == "session7"
+    assert mouse.parse_annotation_name(
+        "prediction_shortened_2023-10-25_CFA_010_267M_tracking.mp4_3.csv"
+    ) == ("shortened_2023-10-25_CFA_010_267M_tracking.mp4", 3)
+
+
+def test_synthetic_labels_cover_every_class_and_exercise_the_merge(dataset):
+    raw = np.concatenate([pd.read_csv(p)["Action"].to_numpy() for p in sorted((dataset / "Annotations").glob("*.csv"))])
+    assert {1, 3}.issubset(set(raw))  # paw_withdraw and paw_guard, merged to one class
+    for trial_file in sorted((dataset / "Truth").glob("*.npz")):
+        counts = np.bincount(np.load(trial_file)["labels"], minlength=6)
+        assert (counts > 0).all() and counts.argmax() == 0
+
+
+# ------------------------------------------------------------------ DLC reader
+
+
+def test_dlc_csv_and_h5_read_identically(dataset, tmp_path):
+    csv_path = find_dlc_file(dataset / "Videos", _trial(discover(dataset), 0, 1).video_id)
+    assert csv_path.suffix == ".csv"
+    table = pd.read_csv(csv_path, header=[0, 1, 2], index_col=0)
+    h5_path = tmp_path / "videoDLC_resnet50_x.h5"
+    table.to_hdf(h5_path, key="df_with_missing", format="table", mode="w")
+    xy_csv, lk_csv = read_dlc(csv_path, expected_frames=1080)
+    xy_h5, lk_h5 = read_dlc(h5_path, expected_frames=1080)
+    assert xy_csv.shape == (1080, 6, 2) and lk_csv.shape == (1080, 6)
+    assert xy_csv.dtype == np.float32
+    np.testing.assert_array_equal(xy_csv, xy_h5)
+    np.testing.assert_array_equal(lk_csv, lk_h5)
+
+    # Bodyparts are matched by name, not by column position.
+    shuffled = table[[c for bp in reversed(BODYPARTS) for c in table.columns if c[1] == bp]]
+    shuffled.to_csv(tmp_path / "shuffledDLC_x.csv")
+    xy_shuffled, _ = read_dlc(tmp_path / "shuffledDLC_x.csv")
+    np.testing.assert_array_equal(xy_csv, xy_shuffled)
+
+
+def _multi_animal_table(n=10):
+    columns = pd.MultiIndex.from_product(
+        [["DLC_resnet50_maJan1shuffle1_100"], ["mouse1"], list(BODYPARTS), ["x", "y", "likelihood"]],
+        names=["scorer", "individuals", "bodyparts", "coords"],
+    )
+    return pd.DataFrame(np.ones((n, len(columns))), columns=columns)
+
+
+def test_dlc_rejects_multi_animal_row_mismatch_and_missing_bodypart(dataset, tmp_path):
+    table = _multi_animal_table()
+    table.to_csv(tmp_path / "maDLC_x.csv")
+    table.to_hdf(tmp_path / "maDLC_x.h5", key="df_with_missing", format="table", mode="w")
+    for path in (tmp_path / "maDLC_x.csv", tmp_path / "maDLC_x.h5"):
+        with pytest.raises(MouseDataError, match="multi-animal") as error:
+            read_dlc(path)
+        assert path.name in str(error.value)
+
+    csv_path = find_dlc_file(dataset / "Videos", _trial(discover(dataset), 0, 1).video_id)
+    with pytest.raises(MouseDataError, match="has 1080 pose rows, expected 1000") as error:
+        read_dlc(csv_path, expected_frames=1000)
+    assert csv_path.name in str(error.value)
+
+    table = pd.read_csv(csv_path, header=[0, 1, 2], index_col=0)
+    table.drop(columns="tail_base", level=1).to_csv(tmp_path / "noTailDLC_x.csv")
+    with pytest.raises(MouseDataError, match="missing bodyparts \\['tail_base'\\]"):
+        read_dlc(tmp_path / "noTailDLC_x.csv")
+
+
+def test_find_dlc_file_matches_exact_stem_and_filtered_explicitly(tmp_path):
+    tf = "DLC_resnet50_pawtracking_comparisionMay7shuffle1_500000"
+    dlc3 = "DLC_Resnet50_test1Apr9shuffle1_snapshot_010"
+    for name in (
+        f"video10{tf}.csv",
+        f"video1{tf}.csv",
+        f"video1{tf}.h5",
+        f"video1{tf}_filtered.h5",
+        f"video1{tf}_meta.pickle",
+        f"video1{tf}_labeled.mp4",
+        f"video2{dlc3}.csv",
+    ):
+        (tmp_path / name).touch()
+    assert find_dlc_file(tmp_path, "video1").name == f"video1{tf}.h5"
+    assert find_dlc_file(tmp_path, "video1", prefer_filtered=True).name == f"video1{tf}_filtered.h5"
+    assert find_dlc_file(tmp_path, "video10").name == f"video10{tf}.csv"
+    assert find_dlc_file(tmp_path, "video10", prefer_filtered=True).name == f"video10{tf}.csv"
+    assert find_dlc_file(tmp_path, "video2").name == f"video2{dlc3}.csv"
+    assert find_dlc_file(tmp_path, "video3") is None
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_annotation_for_missing_video_fails_before_work(dataset, tmp_path):
+    root = _copy(dataset, tmp_path)
+    ghost = "prediction_shortened_2023-11-01_CFA_099_999M_tracking.mp4_1.csv"
+    shutil.copy(next((root / "Annotations").glob("*.csv")), root / "Annotations" / ghost)
+    with pytest.raises(MouseDataError, match="shortened_2023-11-01_CFA_099_999M_tracking.mp4"):
+        discover(root)
+
+
+def test_labels_outside_0_to_7_name_file_row_and_value(tmp_path):
+    path = tmp_path / "prediction_v.mp4_1.csv"
+    actions = np.zeros(360, dtype=int)
+    actions[5] = 9
+    pd.DataFrame({"Frame": np.arange(360), "Action": actions}).to_csv(path, index=False)
+    with pytest.raises(MouseDataError, match="row 5.*Action 9") as error:
+        read_annotation(path)
+    assert str(path) in str(error.value)
+
+    pd.DataFrame({"Frame": np.arange(300), "Action": 0}).to_csv(path, index=False)
+    with pytest.raises(MouseDataError, match="300 rows"):
+        read_annotation(path)
+    pd.DataFrame({"frame": np.arange(360), "Action": 0}).to_csv(path, index=False)
+    with pytest.raises(MouseDataError, match="Frame"):
+        read_annotation(path)
+
+    raw = np.array([0, 1, 2, 3, 4, 5, 6, 7] * 45)
+    pd.DataFrame({"Frame": np.arange(360), "Action": raw}).to_csv(path, index=False)
+    np.testing.assert_array_equal(read_annotation(path)[:8], [0, 1, 2, 1, 3, 1, 4, 5])
+
+
+def test_truncated_video_is_a_clear_error(dataset, tmp_path):
+    root = _copy(dataset, tmp_path)
+    video = sorted((root / "Videos").glob("*.mp4"))[0]
+    with open(video, "r+b") as handle:
+        handle.truncate(video.stat().st_size // 2)
+    with pytest.raises(MouseDataError, match=video.name):
+        discover(root)
+    with pytest.raises(MouseDataError, match=video.name):
+        read_video_frames(video, 0, 10, SIZE)
+
+
+def test_video_too_short_for_its_trials(dataset, tmp_path):
+    root = _copy(dataset, tmp_path)
+    video = sorted((root / "Videos").glob("*.mp4"))[0]
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (SIZE, SIZE))
+    for _ in range(700):
+        writer.write(np.zeros((SIZE, SIZE, 3), np.uint8))
+    writer.release()
+    with pytest.raises(MouseDataError, match="expected 700"):  # pose rows must match the video
+        discover(root)
+    for path in (root / "Videos").glob(f"{video.stem}DLC*"):
+        path.unlink()
+    with pytest.raises(MouseDataError, match="no DeepLabCut file"):
+        discover(root)
+    with pytest.raises(MouseDataError, match="frames 360-719.*has 700 frames"):
+        discover(root, require_pose=False)
+
+
+# ------------------------------------------------------------------ splits
+
+
+def _fake_trials(n_animals=8, videos=2, trials=3):
+    out = []
+    for a in range(n_animals):
+        for v in range(videos):
+            stem = f"shortened_2023-10-2{v}_CFA_{a:03d}_{100 + a}M_tracking"
+            for t in range(1, trials + 1):
+                start, stop = trial_frame_range(t, 360)
+                out.append(Trial(Path(stem + ".mp4"), stem, f"{100 + a}M", t, Path(f"{stem}_{t}.csv"), None, start, stop))
+    return out
+
+
+def test_group_split_keeps_animals_and_videos_on_one_side():
+    trials = _fake_trials()
+    splits = group_split(trials, test_fraction=0.25, val_fraction=0.125, seed=7)
+    assert sum(len(s) for s in splits.values()) == len(trials)
+    animals = {name: {t.animal_id for t in s} for name, s in splits.items()}
+    videos = {name: {t.video_id for t in s} for name, s in splits.items()}
+    assert [len(animals[n]) for n in ("train", "val", "test")] == [5, 1, 2]
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        assert not animals[a] & animals[b]
+        assert not videos[a] & videos[b]
+    assert splits == group_split(trials, 0.25, 0.125, seed=7)
+    assert any(group_split(trials, 0.25, 0.125, seed=s)["test"] != splits["test"] for s in range(8, 12))
+
+
+def test_group_kfold_tests_every_animal_once():
+    trials = _fake_trials()
+    folds = group_kfold(trials, k=4, seed=1)
+    tested = []
+    for train_val, test in folds:
+        assert len(train_val) + len(test) == len(trials)
+        assert not {t.animal_id for t in train_val} & {t.animal_id for t in test}
+        assert not {t.video_id for t in train_val} & {t.video_id for t in test}
+        tested += sorted({t.animal_id for t in test})
+    assert sorted(tested) == sorted({t.animal_id for t in trials})
+    with pytest.raises(ValueError):
+        group_kfold(trials, k=9)
+
+
+# ------------------------------------------------------------------ pose features
+
+# A unit square of paws with the mouth in front and the tail behind; body length 2.
+SQUARE = np.array(
+    [[0.5, -0.5], [0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.5, 1.5]], dtype=np.float32
+)
+
+
+def test_pose_features_on_a_square_layout():
+    xy = np.repeat(SQUARE[None], 4, axis=0)
+    features = pose_features(xy, np.ones((4, 6)))
+    assert features.shape == (4, 18) and features.dtype == np.float32
+    f = features[0]
+    assert f[6] == pytest.approx(0.5)  # L_frontpaw-R_frontpaw = 1, body length 2
+    assert f[7] == pytest.approx(0.5)  # L_hindpaw-R_hindpaw
+    assert f[2] == pytest.approx(0.5)  # L_frontpaw-L_hindpaw
+    assert f[0] == pytest.approx(np.sqrt(0.5) / 2)  # mouth-L_frontpaw
+    assert f[8] == pytest.approx(np.pi / 2)  # L_frontpaw-MOUTH-R_frontpaw
+    assert f[9] == pytest.approx(np.pi / 2)  # L_hindpaw-TAIL_BASE-R_hindpaw
+    assert f[10] == pytest.approx(3 * np.pi / 4)  # mouth-L_FRONTPAW-L_hindpaw
+    assert f[14] == pytest.approx(np.pi / 4)  # mouth-TAIL_BASE-L_hindpaw
+    # Scale invariance: lengths are relative to the body, angles do not change.
+    np.testing.assert_allclose(pose_features(xy * 37.0 + 5.0, np.ones((4, 6))), features, rtol=1e-5, atol=1e-6)
+    # No duplicated features on a generic pose.
+    rng = np.random.default_rng(0)
+    generic = pose_features(rng.normal(size=(50, 6, 2)), np.ones((50, 6)))
+    assert np.linalg.matrix_rank(generic - generic.mean(0)) == 18
+
+
+def test_low_likelihood_points_are_interpolated_not_zeroed():
+    xy = np.repeat(SQUARE[None], 5, axis=0).copy()
+    xy[:, 1, 0] = [0.0, 1.0, 2.0, 3.0, 4.0]  # L_frontpaw moves right by 1 per frame
+    likelihood = np.ones((5, 6), dtype=np.float32)
+    xy[2, 1] = [99.0, -99.0]  # a garbage detection...
+    likelihood[2, 1] = 0.3  # ...with low likelihood
+    likelihood[0, 3] = 0.1  # first frame of L_hindpaw unseen: held from frame 1
+    xy[0, 3] = [50.0, 50.0]
+    likelihood[:, 5] = 0.0  # tail_base never seen
+    filled, missing = interpolate_low_likelihood(xy, likelihood, 0.9)
+    np.testing.assert_allclose(filled[2, 1], [2.0, 0.0])
+    np.testing.assert_allclose(filled[0, 3], SQUARE[3])
+    assert missing.tolist() == [False] * 5 + [True]
+    np.testing.assert_array_equal(filled[:, 5], 0.0)
+
+    features = pose_features(xy, likelihood)
+    assert (features[:, :8] == 0).all()  # no body length without the tail base
+    assert (features[:, [9, 12, 13, 14, 15, 16, 17]] == 0).all()  # angles using tail_base
+    assert features[0, 8] == pytest.approx(np.pi / 2)
