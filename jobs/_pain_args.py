@@ -54,9 +54,10 @@ def parser(description: str, data_help: str) -> argparse.ArgumentParser:
     return p
 
 
-def config(args, **fixed) -> PainConfig:
+def config(args, defaults: dict | None = None, **fixed) -> PainConfig:
+    """Preset, then the job's own defaults, then the user's options, then what the job fixes."""
     preset = args.preset or ("tiny" if args.synthetic else "paper")
-    values = dict(PRESETS[preset])
+    values = {**(defaults or {}), **PRESETS[preset]} if preset == "tiny" else {**PRESETS[preset], **(defaults or {})}
     values.update({field: getattr(args, opt) for opt, field in _FIELDS.items() if getattr(args, opt, None) is not None})
     if args.no_pretrained:
         values["pretrained"] = False

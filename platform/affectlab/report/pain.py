@@ -15,7 +15,7 @@ from sklearn.metrics import roc_curve
 from affectlab.metrics.pain import PSPI_THRESHOLDS
 from affectlab.report.html import Section, new_figure, write_report
 
-__all__ = ["cv_table_rows", "scatter_figure", "roc_figure", "write_cv_report"]
+__all__ = ["cv_table_rows", "scatter_figure", "roc_figure", "write_cv_report", "write_run_report"]
 
 PSPI_MAX = 16
 
@@ -51,8 +51,8 @@ def cv_table_rows(folds: list[dict], summary: dict) -> list[dict]:
     return rows
 
 
-def scatter_figure(folds: list[dict], predictions: list[dict]):
-    """Predicted vs true PSPI, one small panel per fold, with the identity line."""
+def scatter_figure(folds: list[dict], predictions: list[dict], label: str = "fold"):
+    """Predicted vs true PSPI, one small panel per fold (or split), with the identity line."""
     n = len(folds)
     ncols = min(n, 5)
     nrows = math.ceil(n / ncols)
@@ -67,7 +67,7 @@ def scatter_figure(folds: list[dict], predictions: list[dict]):
         hi = max(PSPI_MAX, float(np.max(pred, initial=0.0)))
         ax.plot([0, hi], [0, hi], "k--", lw=1, label="identity")
         ax.set(xlim=(-0.5, hi), ylim=(min(-0.5, float(np.min(pred, initial=0.0))), hi))
-        ax.set_title(f"fold {_fold_id(fold, i)}: r = {fold['pearson']:.3f}", fontsize=10)
+        ax.set_title(f"{label} {_fold_id(fold, i)}: r = {fold['pearson']:.3f}", fontsize=10)
         ax.set_xlabel("true PSPI")
         if i % ncols == 0:
             ax.set_ylabel("predicted PSPI")
@@ -149,5 +149,19 @@ def write_cv_report(
         Section("Per-fold metrics", html=about, table=cv_table_rows(folds, summary)),
         Section("Predicted vs true PSPI", figures=[scatter_figure(folds, predictions)]),
         Section("ROC curves", html=roc_note, figures=[roc_fig]),
+    ]
+    return write_report(path, title, sections)
+
+
+def write_run_report(path, title: str, metrics: dict, predictions: dict[str, dict]) -> "Path":
+    """Report of one run (pretraining, production): a metrics table and, per evaluated
+    split, predicted vs true PSPI. ``predictions`` maps split → arrays ``pred``, ``target``."""
+    splits = list(predictions)
+    panels = [{"fold": s, "pearson": metrics.get(f"{s}_pearson", float("nan"))} for s in splits]
+    arrays = [{"test_pred": predictions[s]["pred"], "test_target": predictions[s]["target"]} for s in splits]
+    rows = [{"metric": k, "value": _fmt(v) if isinstance(v, float) else str(v)} for k, v in sorted(metrics.items())]
+    sections = [
+        Section("Predicted vs true PSPI", figures=[scatter_figure(panels, arrays, label="split")]),
+        Section("Metrics", table=rows),
     ]
     return write_report(path, title, sections)

@@ -38,3 +38,19 @@ def make_trainer(workload, cfg, datasets: dict, storage_path: str, name: str, ca
 def fit(workload, cfg, datasets: dict, storage_path: str, name: str, callbacks=(), max_failures: int = 1):
     """Train and return the Ray Train ``Result`` (its ``checkpoint`` is the ``final`` one)."""
     return make_trainer(workload, cfg, datasets, storage_path, name, callbacks, max_failures).fit()
+
+
+def fit_to_directory(workload, cfg, datasets: dict, output_dir, name: str, storage_path: str | None = None):
+    """One run whose final checkpoint is copied to ``output_dir/checkpoint``; returns (Result, path)."""
+    from pathlib import Path
+    import shutil
+
+    output = Path(output_dir).resolve()
+    result = fit(workload, cfg, datasets, storage_path or str(output / "ray_results"), name)
+    if result.checkpoint is None or not (result.metrics or {}).get("final"):
+        raise RuntimeError(f"run {name} ended without its final checkpoint (error: {result.error})")
+    dest = output / "checkpoint"
+    if dest.exists():
+        shutil.rmtree(dest)
+    result.checkpoint.to_directory(str(dest))
+    return result, dest
