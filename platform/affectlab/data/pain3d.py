@@ -124,9 +124,11 @@ def _check_identity_disjoint(table: pd.DataFrame) -> None:
         raise Pain3DDataError(f"identities in more than one split: {list(mixed.index[:5])}")
 
 
-def neutral_references(table: pd.DataFrame, n_shots: int, seed: int | None) -> np.ndarray:
-    """Neutral views of the same identity (seeded draw; ``seed=None``: the first views)."""
+def neutral_references(samples: pd.DataFrame, table: pd.DataFrame, n_shots: int, seed: int | None) -> np.ndarray:
+    """For each of ``samples``, neutral views of the same identity found in ``table``
+    (a seeded draw; ``seed=None``: the first views, for deterministic evaluation)."""
     neutrals = table[table["neutral"]].groupby("identity")["sample_id"].apply(np.array).to_dict()
+    table = samples
     rng = np.random.default_rng(seed)
     refs = np.empty((len(table), n_shots), np.int64)
     for pos, (identity, sample) in enumerate(zip(table["identity"], table["sample_id"])):

@@ -118,7 +118,7 @@ class PainWorkload:
             if part.empty:
                 raise ValueError(f"3D-Pain data in {cfg.data_dir} has no {split!r} samples")
             seed = cfg.seed if split == "train" else None
-            refs = neutral_references(part, 1 if split == "train" else cfg.n_shots, seed)
+            refs = neutral_references(part, table, 1 if split == "train" else cfg.n_shots, seed)
             out[split] = pain_data.files_dataset(part, refs, paths, cfg.image_size)
         return out
 
