@@ -1,0 +1,359 @@
+"""The serving layer: any workload's predictor behind HTTP on Ray Serve.
+
+A workload supplies a ``Predictor`` (load a checkpoint, decode a request, predict a batch,
+encode an output). The layer gives it the rest, the same for every workload:
+
+- ``POST /v1/<workload>/<route>``: multipart upload, JSON with base64 files, or a raw
+  image body; a size limit (413); an optional bearer token (401); model choice per
+  request by id (``?model_id=`` or a ``model_id`` field; unknown → 404);
+- a model deployment that loads one model per id with ``@serve.multiplexed`` and runs
+  requests in dynamic batches with ``@serve.batch``, counting the batch sizes it ran;
+- ``GET /healthz``, ``GET /v1/<workload>/models``, ``GET /v1/<workload>/stats`` and the
+  OpenAPI docs at ``/docs``.
+
+Two deployments, so that decoding (CPU, per request) scales apart from the model (batched,
+GPU when there is one): ``<Workload>Ingress`` → ``<Workload>Model``.
+
+No ``from __future__ import annotations`` here: FastAPI must see the route parameters'
+real types (``Request``) through Serve's class-based views.
+"""
+
+import asyncio
+import base64
+import binascii
+import hmac
+import json
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, fields
+from typing import Any, Protocol
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBearer
+from ray import serve
+from starlette.concurrency import run_in_threadpool
+from starlette.formparsers import MultiPartParser
+
+import affectlab
+from affectlab.serving.registry import ModelEntry, ModelRegistry, UnknownModel
+
+TOKEN_ENV = "AFFECTLAB_API_TOKEN"  # set → every API route needs "Authorization: Bearer <token>"
+MAX_UPLOAD_ENV = "AFFECTLAB_MAX_UPLOAD_MB"
+DEFAULT_MAX_UPLOAD_MB = 10.0
+MAX_MODELS_PER_REPLICA = 8  # an ensemble plus its folds fit at once
+MAX_FILES = 16  # per multipart request
+logger = logging.getLogger("ray.serve")
+
+
+class BadInput(Exception):
+    """A request the server cannot use; ``status`` is the 4xx it answers with."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+class Predictor(Protocol):
+    """What a workload gives the layer. ``decode`` runs in the ingress, the rest in the
+    model replicas; inputs and outputs cross between them, so keep them plain (numpy)."""
+
+    workload: str  # served under /v1/<workload>/...
+    route: str  # the verb: POST /v1/<workload>/<route>
+
+    def load(self, entry: ModelEntry) -> Any: ...  # safetensors + JSON only, never a pickle
+
+    def decode(self, payload: "Payload", entry: ModelEntry) -> Any: ...  # raise BadInput for bad requests
+
+    def predict_batch(self, model: Any, inputs: list) -> list: ...
+
+    def encode(self, output: Any) -> dict: ...  # JSON-ready
+
+
+# -- request payloads ----------------------------------------------------------------------
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off", ""}
+
+
+class Payload:
+    """A request's fields, read the same whether they came as a multipart form, as JSON
+    (files base64-encoded) or as a raw image body (the field ``image``)."""
+
+    def __init__(self, fields: dict[str, list], source: str):
+        self.fields, self.source = fields, source
+
+    @property
+    def names(self) -> set[str]:
+        return set(self.fields)
+
+    def expect(self, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> None:
+        """Unknown or missing field names → 422 naming them and the expected ones."""
+        expected = ", ".join([f"{n} (required)" for n in required] + list(optional))
+        unknown = sorted(self.names - set(required) - set(optional))
+        if unknown:
+            raise BadInput(422, f"unknown field(s) {unknown}; expected: {expected}")
+        missing = [n for n in required if n not in self.fields]
+        if missing:
+            raise BadInput(422, f"missing field(s) {missing}; expected: {expected}")
+
+    def files(self, name: str) -> list[bytes]:
+        out = []
+        for i, value in enumerate(self.fields.get(name, [])):
+            label = name if len(self.fields[name]) == 1 else f"{name}[{i}]"
+            if isinstance(value, bytes):
+                out.append(value)
+            elif self.source == "json" and isinstance(value, str):
+                out.append(_b64decode(value, label))
+            elif self.source == "json":
+                raise BadInput(422, f"field {label!r} must be a base64 string, got {type(value).__name__}")
+            else:
+                raise BadInput(422, f"field {label!r} must be a file upload (curl: -F {name}=@file.png)")
+        return out
+
+    def file(self, name: str) -> bytes:
+        files = self.files(name)
+        if len(files) != 1:
+            raise BadInput(422, f"field {name!r} must be given exactly once, got {len(files)}")
+        return files[0]
+
+    def text(self, name: str) -> str | None:
+        values = self.fields.get(name, [])
+        if not values:
+            return None
+        if len(values) > 1 or not isinstance(values[0], str):
+            raise BadInput(422, f"field {name!r} must be one string")
+        return values[0]
+
+    def flag(self, name: str, default: bool = False) -> bool:
+        values = self.fields.get(name, [])
+        if not values:
+            return default
+        value = values[0]
+        if isinstance(value, bool) and len(values) == 1:
+            return value
+        if isinstance(value, str) and len(values) == 1 and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise BadInput(422, f"field {name!r} must be true or false, got {str(value)[:20]!r}")
+
+    def pop(self, name: str) -> str | None:
+        value = self.text(name)
+        self.fields.pop(name, None)
+        return value
+
+
+def _b64decode(value: str, label: str) -> bytes:
+    data = value.split(",", 1)[1] if value.startswith("data:") else value  # data URLs too
+    try:
+        return base64.b64decode("".join(data.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise BadInput(422, f"field {label!r} is not valid base64") from None
+
+
+async def _replay(body: bytes):
+    yield body
+    yield b""
+
+
+async def read_payload(request: Request, max_bytes: int) -> Payload:
+    """The request body as a ``Payload``, read no further than ``max_bytes`` (413 past it)."""
+    too_large = f"request body exceeds the upload limit of {max_bytes / 1e6:g} MB"
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise BadInput(413, too_large)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise BadInput(413, too_large)
+    if not body:
+        raise BadInput(400, "empty request body; send the image as a multipart field 'image', as JSON {\"image\": \"<base64>\"} or as a raw image body")
+    body = bytes(body)
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        try:
+            form = await MultiPartParser(request.headers, _replay(body), max_files=MAX_FILES, max_fields=MAX_FILES).parse()
+        except Exception as e:  # starlette and python-multipart each raise their own types
+            raise BadInput(400, f"malformed multipart body ({e})") from None
+        fields: dict[str, list] = {}
+        for name, value in form.multi_items():
+            fields.setdefault(name, []).append(await value.read() if hasattr(value, "read") else value)
+        await form.close()
+        return Payload(fields, "multipart")
+    if kind == "application/json":
+        try:
+            data = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise BadInput(400, f"body is not valid JSON ({e})") from None
+        if not isinstance(data, dict):
+            raise BadInput(422, f"JSON body must be an object of fields, got {type(data).__name__}")
+        return Payload({k: v if isinstance(v, list) else [v] for k, v in data.items()}, "json")
+    if kind.startswith("image/") or kind == "application/octet-stream":
+        return Payload({"image": [body]}, "raw")
+    raise BadInput(415, f"unsupported content type {kind or '(none)'!r}; use multipart/form-data, application/json or image/*")
+
+
+# -- the model deployment ------------------------------------------------------------------
+@serve.deployment(max_ongoing_requests=64)
+class ModelServer:
+    """Loads models by id (LRU, ``@serve.multiplexed``) and runs requests in dynamic
+    batches (``@serve.batch``; Serve keeps one batch to one model id)."""
+
+    def __init__(self, predictor: Predictor, registry: ModelRegistry, max_batch_size: int = 16, batch_wait_timeout_s: float = 0.01):
+        self.predictor, self.registry = predictor, registry
+        self.max_batch_size = max_batch_size
+        self.predict.set_max_batch_size(max_batch_size)
+        self.predict.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self.batch_sizes: Counter[int] = Counter()
+
+    @serve.multiplexed(max_num_models_per_replica=MAX_MODELS_PER_REPLICA)
+    async def get_model(self, model_id: str):
+        entry = self.registry.get(model_id)
+        logger.info("loading model %s from %s", model_id, [str(m.path) for m in entry.members])
+        return await asyncio.to_thread(self.predictor.load, entry)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def predict(self, inputs: list) -> list[dict]:
+        model = await self.get_model(serve.get_multiplexed_model_id())
+        self.batch_sizes[len(inputs)] += 1
+        # off the event loop, so health checks and stats still answer during a forward pass
+        outputs = await asyncio.to_thread(self.predictor.predict_batch, model, inputs)
+        return [self.predictor.encode(o) for o in outputs]
+
+    def stats(self) -> dict:
+        """This replica's batches, counted by size: proof that batching happened."""
+        batches = dict(sorted(self.batch_sizes.items()))
+        return {
+            "max_batch_size": self.max_batch_size,
+            "batches": {str(k): v for k, v in batches.items()},
+            "requests": sum(k * v for k, v in batches.items()),
+            "largest_batch": max(batches, default=0),
+        }
+
+
+# -- the HTTP ingress ----------------------------------------------------------------------
+def make_ingress(predictor: Predictor):
+    """A FastAPI ingress deployment whose routes carry the workload's name."""
+    prefix = f"/v1/{predictor.workload}"
+    app = FastAPI(
+        title=f"affectlab {predictor.workload}",
+        version=affectlab.__version__,
+        description=getattr(predictor, "description", ""),
+    )
+    bearer = Depends(HTTPBearer(auto_error=False))  # shows the token box in /docs; checked below
+
+    @app.exception_handler(BadInput)
+    async def bad_input(request: Request, exc: BadInput):
+        return JSONResponse({"detail": exc.message}, status_code=exc.status)
+
+    @serve.deployment(max_ongoing_requests=256)
+    @serve.ingress(app)
+    class Ingress:
+        def __init__(self, model, registry: ModelRegistry, max_upload_bytes: int, api_token: str | None = None):
+            self.model, self.registry, self.max_upload_bytes = model, registry, max_upload_bytes
+            self.token = api_token or os.environ.get(TOKEN_ENV) or None
+            if not self.token:
+                logger.warning("%s is not set: the %s API is open to anyone who can reach it", TOKEN_ENV, predictor.workload)
+
+        def authorize(self, request: Request) -> None:
+            if not self.token:
+                return
+            scheme, _, given = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token.encode()):
+                raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+        @app.get("/healthz", tags=["ops"])
+        async def healthz(self) -> dict:
+            return {"status": "ok", "workload": predictor.workload, "default_model": self.registry.default_id}
+
+        @app.get(f"{prefix}/models", tags=["ops"], dependencies=[bearer])
+        async def models(self, request: Request) -> dict:
+            self.authorize(request)
+            return {"default": self.registry.default_id, "models": {i: len(e.members) for i, e in self.registry.entries.items()}}
+
+        @app.get(f"{prefix}/stats", tags=["ops"], dependencies=[bearer])
+        async def stats(self, request: Request) -> dict:
+            self.authorize(request)
+            return await self.model.stats.remote()
+
+        @app.post(
+            f"{prefix}/{predictor.route}",
+            tags=[predictor.workload],
+            dependencies=[bearer],
+            openapi_extra=getattr(predictor, "openapi", None),
+        )
+        async def predict(self, request: Request, model_id: str | None = None) -> dict:
+            self.authorize(request)
+            payload = await read_payload(request, self.max_upload_bytes)
+            body_id = payload.pop("model_id")
+            try:
+                entry = self.registry.get(body_id or model_id)
+            except UnknownModel as e:
+                raise HTTPException(404, str(e)) from None
+            item = await run_in_threadpool(predictor.decode, payload, entry)
+            try:
+                return await self.model.options(multiplexed_model_id=entry.model_id).predict.remote(item)
+            except Exception as e:
+                cause = getattr(e, "cause", None) or e
+                logger.exception("model %s failed", entry.model_id)
+                raise HTTPException(500, f"model {entry.model_id!r} failed: {type(cause).__name__}: {cause}") from None
+
+    return Ingress
+
+
+# -- the application -----------------------------------------------------------------------
+@dataclass
+class ServeOptions:
+    """The application's arguments (``serve run … key=value`` or ``args:`` in a Serve config)."""
+
+    checkpoint: str = ""  # a checkpoint, CV output or sweep output directory
+    default_model: str = ""  # id served when a request names none (default: best, else ensemble)
+    max_batch_size: int = 16
+    batch_wait_timeout_s: float = 0.01
+    max_upload_mb: float = 0.0  # 0: $AFFECTLAB_MAX_UPLOAD_MB, else 10
+    num_replicas: int = 1  # model replicas (the config file's autoscaling_config overrides)
+    num_cpus: float = 1.0  # per model replica
+    num_gpus: float = 0.0  # per model replica; the model runs on CUDA whenever it sees a GPU
+
+    @classmethod
+    def from_args(cls, args: dict) -> "ServeOptions":
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(args) - set(known))
+        if unknown:
+            raise ValueError(f"unknown serving argument(s) {unknown}; known: {sorted(known)}")
+        values = {}
+        for name, value in args.items():
+            kind = type(getattr(cls(), name))
+            try:
+                values[name] = kind(value) if kind is not str else str(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"serving argument {name}={value!r} is not a {kind.__name__}") from None
+        options = cls(**values)
+        if not options.checkpoint:
+            raise ValueError("serving needs checkpoint=DIR (a checkpoint, CV output or sweep output directory)")
+        if options.max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be ≥ 1, got {options.max_batch_size}")
+        return options
+
+    def upload_bytes(self) -> int:
+        mb = self.max_upload_mb or float(os.environ.get(MAX_UPLOAD_ENV) or DEFAULT_MAX_UPLOAD_MB)
+        return int(mb * 1_000_000)
+
+
+def build_app(predictor: Predictor, args: dict) -> serve.Application:
+    """Ingress → model deployment for ``predictor``, serving the directory in ``args``.
+
+    The token is read from ``AFFECTLAB_API_TOKEN`` where the app is built (the ``serve
+    run`` process, or Serve's build task on the cluster) and, failing that, where the
+    ingress runs.
+    """
+    options = ServeOptions.from_args(args)
+    registry = ModelRegistry(options.checkpoint, predictor.workload, options.default_model or None)
+    name = predictor.workload.capitalize()
+    model = ModelServer.options(
+        name=f"{name}Model",
+        num_replicas=options.num_replicas,
+        max_ongoing_requests=max(64, 2 * options.max_batch_size),
+        ray_actor_options={"num_cpus": options.num_cpus, "num_gpus": options.num_gpus},
+    ).bind(predictor, registry, options.max_batch_size, options.batch_wait_timeout_s)
+    ingress = make_ingress(predictor).options(name=f"{name}Ingress", ray_actor_options={"num_cpus": 0.1})
+    return ingress.bind(model, registry, options.upload_bytes(), os.environ.get(TOKEN_ENV))
