@@ -1,0 +1,116 @@
+"""Hyper-parameter sweep of a workload on Ray Tune: Optuna proposes, ASHA stops early.
+
+    python jobs/sweep.py --workload pain --space search_spaces/vitpain_tiny.yaml --synthetic --num-samples 4 --output runs/sweep
+    ray job submit --working-dir . -- python jobs/sweep.py --workload pain --space search_spaces/vitpain.yaml \\
+        --data-dir /data/unbc --num-samples 64 --cv --gpu --output /data/runs/sweep
+    python jobs/sweep.py ...the same options... --resume        # after an interruption
+
+Writes OUTPUT/trials.csv, OUTPUT/best.json, OUTPUT/best_checkpoint/ and OUTPUT/report.html.
+"""
+
+import _bootstrap  # noqa: F401  (makes affectlab importable without installing it)
+import argparse
+import sys
+from pathlib import Path
+
+from affectlab.ray_utils import init_ray
+from affectlab.tune.space import SpaceError, load_space
+from affectlab.tune.sweep import SweepError, run_sweep
+from affectlab.workloads import get_workload, workload_names
+
+
+def synthetic_values(workload, data_dir: Path, write: bool) -> dict:
+    """Config values for a laptop run on a synthetic dataset written to ``data_dir``: the
+    workload's ``tiny`` preset and where the data is. A workload can supply its own
+    ``synthetic_config(data_dir, write)``; pain's is here until it does."""
+    if hasattr(workload, "synthetic_config"):
+        return workload.synthetic_config(data_dir, write)
+    if workload.name == "pain":
+        from affectlab.data.synthetic_pain import write_synthetic_unbc
+        from affectlab.workloads.pain import PRESETS
+
+        if write:
+            write_synthetic_unbc(data_dir)
+        return {**PRESETS["tiny"], "data_dir": str(data_dir), "dataset": "unbc", "protocol": "5fold"}
+    raise SystemExit(f"--synthetic is not available for workload {workload.name!r} yet; give --data-dir")
+
+
+def fold_count(workload, cfg) -> int | None:
+    """How many folds the data has (validating its files first), when the workload can say."""
+    if hasattr(workload, "n_folds"):
+        return workload.n_folds(cfg)
+    if workload.name == "pain" and cfg.dataset == "unbc":
+        from affectlab.data.unbc import UNBC
+
+        return len(UNBC.open(cfg.data_dir, cfg.protocol).folds)
+    return None
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--workload", required=True, choices=workload_names())
+    p.add_argument("--space", required=True, help="search-space YAML (see docs/sweeps.md)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data-dir", help="the workload's data in its native layout")
+    src.add_argument("--synthetic", action="store_true", help="write a small synthetic dataset under OUTPUT/data and sweep on it (tiny preset)")
+    p.add_argument("--output", required=True, help="directory for trials.csv, best.json, best_checkpoint/, report.html")
+    p.add_argument("--num-samples", type=int, default=8, help="trials to run")
+    p.add_argument("--cv", action="store_true", help="objective = mean over the folds (trained in parallel inside each trial)")
+    p.add_argument("--folds", help="with --cv: comma-separated folds (default: all)")
+    p.add_argument("--fold", type=int, default=0, help="without --cv: the fold whose inner validation split scores a trial")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted sweep in OUTPUT (same options)")
+    p.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as the cluster's resources fit)")
+    p.add_argument("--seed", type=int, default=0, help="seed of Optuna's sampler")
+    p.add_argument("--grace-period", type=int, default=2, help="ASHA: epochs every trial trains before it can be stopped")
+    p.add_argument("--reduction-factor", type=float, default=2, help="ASHA: keep the best 1/factor at each rung")
+    p.add_argument("--wandb", choices=["off", "offline", "online"], default="offline", help="Weights & Biases tracking of every trial")
+    p.add_argument("--gpu", action="store_true", help="one GPU per Train worker, mixed precision")
+    p.add_argument("--workers", type=int, help="Ray Train workers per run (DDP when > 1)")
+    p.add_argument("--cpus-per-worker", type=float)
+    p.add_argument("--storage", help="Ray storage path (s3://... on a multi-node cluster); default OUTPUT/ray_results")
+    args = p.parse_args()
+
+    try:
+        space = load_space(args.space, args.workload)
+    except SpaceError as e:
+        sys.exit(f"error: {e}")
+    output = Path(args.output).resolve()
+    workload = get_workload(args.workload)
+    if args.synthetic:
+        data_dir = output / "data"
+        base = synthetic_values(workload, data_dir, write=not (args.resume and data_dir.exists()))
+    else:
+        base = {"data_dir": str(Path(args.data_dir).resolve())}
+    cluster = {"use_gpu": args.gpu or None, "num_workers": args.workers, "cpus_per_worker": args.cpus_per_worker}
+    base.update({k: v for k, v in cluster.items() if v is not None})
+
+    cfg = workload.make_config({**base, **space.fixed})
+    n_folds = fold_count(workload, cfg)  # also checks the data files before anything runs
+    if args.cv:
+        folds = [int(f) for f in args.folds.split(",")] if args.folds else list(range(n_folds or 0))
+        if not folds:
+            sys.exit(f"error: give --folds: workload {workload.name!r} cannot say how many folds its data has")
+    else:
+        folds = [args.fold]
+    if n_folds is not None and any(not 0 <= f < n_folds for f in folds):
+        sys.exit(f"error: folds {folds} outside the data's {n_folds} folds (0..{n_folds - 1})")
+
+    init_ray()
+    try:
+        result = run_sweep(
+            space, base, output, args.num_samples, folds, resume=args.resume, max_concurrent=args.max_concurrent,
+            wandb=args.wandb, storage_path=args.storage, seed=args.seed, grace_period=args.grace_period,
+            reduction_factor=args.reduction_factor,
+        )  # fmt: skip
+    except SweepError as e:
+        sys.exit(f"error: {e}")
+
+    best, counts = result.best, result.best["trials"]
+    print(f"\n{len(result.trials)} trials ({', '.join(f'{n} {s.lower()}' for s, n in counts.items())}); objective: {best['objective']}")
+    print(f"best: {best['metric']} = {best['value']:.4f} with {best['params']}")
+    print(f"trials:     {output / 'trials.csv'}\nbest:       {output / 'best.json'}")
+    print(f"checkpoint: {best['checkpoint']}\nreport:     {output / 'report.html'}")
+
+
+if __name__ == "__main__":
+    main()
