@@ -17,6 +17,7 @@ Every request loop is bounded by time and count and talks to 127.0.0.1 only.
 
 import asyncio
 import json
+import os
 import socket
 import sys
 import tempfile
@@ -138,6 +139,7 @@ def run_serving_bench(clients: int = 32, max_batch_size: int = 16, duration_s: f
         image = _face_png(96)
         replica_cpus = 1  # the model replica's num_cpus: Ray gives it that many torch threads
         results = {"clients": clients, "max_batch_size": max_batch_size, "duration_s": duration_s, "image_size": image_size}
+        results["load_average_1m_at_start"] = os.getloadavg()[0]  # other work on the machine skews every figure
         results["in_process"] = in_process(checkpoint, image, max_batch_size, duration_s / 2, replica_cpus)
 
         owns_ray = not ray.is_initialized()

@@ -313,6 +313,7 @@ MALFORMED = {
     "truncated image": (dict(files={"image": ("x.png", face_png()[:300], "image/png")}), 422, "truncated"),
     "empty body": (dict(content=b"", headers={"content-type": "application/json"}), 400, "empty"),
     "oversized upload": (dict(files={"image": ("big.png", b"\x89PNG" + os.urandom(1_100_000), "image/png")}), 413, "limit"),
+    "oversized chunked upload": (dict(content=iter([b"\x89PNG" + bytes(600_000)] * 2), headers={"content-type": "image/png"}), 413, "limit"),
     "wrong field name": (dict(files={"img": ("x.png", face_png(), "image/png")}), 422, "unknown field"),
     "wrong JSON field": (dict(json={"picture": "aGVsbG8="}), 422, "unknown field"),
     "bad base64": (dict(json={"image": "***not base64***"}), 422, "base64"),
