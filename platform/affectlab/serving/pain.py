@@ -9,8 +9,8 @@ six AU intensities and pain decisions at PSPI ≥ 1, 2, 3. Choices made here:
 - **Pain decisions** use the thresholds calibrated on the fold's own training predictions
   (CV ``metrics.json``), else calibrated from the checkpoint's ``predictions.npz``
   ``train_eval`` split, else the PSPI threshold itself (``thresholds_source`` says
-  which). ``decision`` is ``pspi ≥ threshold``; ``probability`` is the binary head's
-  sigmoid, a separate, independently trained estimate of P(PSPI ≥ t).
+  which). ``decision`` is ``pspi ≥ threshold``; ``probability`` is the sigmoid of the
+  binary PSPI ≥ t head, the model's separate estimate of P(PSPI ≥ t).
 - **References**: several are averaged (multi-shot). A model trained with references but
   asked without one gets the query image as its own reference (``reference: "self"``),
   the closest to "no change from neutral" it can see; a model trained without references
@@ -23,7 +23,7 @@ six AU intensities and pain decisions at PSPI ≥ 1, 2, 3. Choices made here:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -63,10 +63,10 @@ class PainOutput:
     aus: np.ndarray  # [M, 6]
     probability: np.ndarray  # [M, 3] sigmoid of the binary heads
     thresholds: dict[str, float]
+    thresholds_source: str
     reference: str
     n_references: int
     ensemble: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 def member_thresholds(root, member: Member) -> tuple[dict[str, float], str]:
@@ -76,7 +76,8 @@ def member_thresholds(root, member: Member) -> tuple[dict[str, float], str]:
 
     cv_metrics = root / "metrics.json"
     if member.fold is not None and cv_metrics.is_file():
-        folds = json.loads(cv_metrics.read_text()).get("folds", [])
+        cv = json.loads(cv_metrics.read_text())
+        folds = cv.get("folds") if isinstance(cv, dict) else None
         for f in folds if isinstance(folds, list) else []:
             if isinstance(f, dict) and f.get("fold") == member.fold and _valid(f.get("thresholds")):
                 return {t: float(f["thresholds"][t]) for t in THRESHOLDS}, "cv_metrics"
@@ -154,7 +155,6 @@ OPENAPI = {  # the request and response of /v1/pain/score in /docs
 }
 
 
-
 class PainPredictor:
     """The pain workload's predictor for ``affectlab.serving.layer``."""
 
@@ -207,10 +207,10 @@ class PainPredictor:
                 prob = torch.stack([torch.sigmoid(r["binary_logits"]) for r in results]).float().cpu().numpy()
                 for j, i in enumerate(rows):
                     x = inputs[i]
+                    given = 0 if x.references is None or x.reference == "self" else len(x.references)
                     outputs[i] = PainOutput(
-                        model.model_id, pspi[:, j], aus[:, j], prob[:, j], model.thresholds, x.reference,
-                        0 if x.references is None or x.reference == "self" else len(x.references), model.ensemble,
-                        {"thresholds_source": model.thresholds_source},
+                        model.model_id, pspi[:, j], aus[:, j], prob[:, j], model.thresholds, model.thresholds_source,
+                        x.reference, given, model.ensemble,
                     )  # fmt: skip
         return outputs
 
@@ -228,7 +228,7 @@ class PainPredictor:
             },
             "reference": out.reference,
             "n_references": out.n_references,
-            **out.extra,
+            "thresholds_source": out.thresholds_source,
         }
         if out.ensemble:
             response["members"] = len(out.pspi)
