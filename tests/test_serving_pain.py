@@ -93,6 +93,11 @@ def test_registry_ids_and_validation(cv_dir, single_dir, tmp_path):
     sweep = tmp_path / "sweep"
     tiny_checkpoint(sweep / "best_checkpoint", seed=4)
     assert ModelRegistry(sweep, "pain").ids() == ["best"]
+    for k in (0, 1):  # a sweep over CV folds keeps every fold under best_checkpoint/
+        tiny_checkpoint(sweep / "best_checkpoint" / f"fold_{k}", seed=k)
+    for root in (sweep, sweep / "best_checkpoint"):
+        cv_sweep = ModelRegistry(root, "pain")
+        assert cv_sweep.ids() == ["best", "fold0", "fold1", "ensemble"] and cv_sweep.default_id == "best"
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="nothing to serve"):
@@ -103,12 +108,12 @@ def test_registry_ids_and_validation(cv_dir, single_dir, tmp_path):
 
 def test_thresholds_come_from_training(cv_dir, single_dir, tmp_path):
     cv = ModelRegistry(cv_dir, "pain")
-    assert member_thresholds(cv.root, cv.get("fold1").members[0]) == (FOLD_THRESHOLDS[1], "cv_metrics")
+    assert member_thresholds(cv.get("fold1").members[0]) == (FOLD_THRESHOLDS[1], "cv_metrics")
     single = ModelRegistry(single_dir, "pain").get("best")
-    thresholds, source = member_thresholds(single.root, single.members[0])
+    thresholds, source = member_thresholds(single.members[0])
     assert source == "train_predictions" and thresholds["1"] < 1.0  # shrunk predictions → lower cut-off
     bare = tiny_checkpoint(tmp_path / "bare", seed=5)
-    assert member_thresholds(bare, ModelRegistry(bare, "pain").get("best").members[0]) == (
+    assert member_thresholds(ModelRegistry(bare, "pain").get("best").members[0]) == (
         {"1": 1.0, "2": 2.0, "3": 3.0},
         "uncalibrated",
     )

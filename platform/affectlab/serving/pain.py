@@ -69,12 +69,13 @@ class PainOutput:
     ensemble: bool = False
 
 
-def member_thresholds(root, member: Member) -> tuple[dict[str, float], str]:
-    """The decision thresholds (PSPI scale) calibrated when ``member`` was trained."""
+def member_thresholds(member: Member) -> tuple[dict[str, float], str]:
+    """The decision thresholds (PSPI scale) calibrated when ``member`` was trained; a fold's
+    are in its CV output's ``metrics.json``, one directory up."""
     from affectlab.metrics.pain import calibrate_threshold
     from affectlab.train.loop import PREDICTIONS_FILE, read_predictions
 
-    cv_metrics = root / "metrics.json"
+    cv_metrics = member.path.parent / "metrics.json"
     if member.fold is not None and cv_metrics.is_file():
         cv = json.loads(cv_metrics.read_text())
         folds = cv.get("folds") if isinstance(cv, dict) else None
@@ -181,7 +182,7 @@ class PainPredictor:
             sizes.add((cfg.image_size, cfg.use_reference))
         if len(sizes) > 1:
             raise CheckpointError(f"{entry.root}: the folds differ in image size or use of references; serve them one by one")
-        found = [member_thresholds(entry.root, m) for m in entry.members]
+        found = [member_thresholds(m) for m in entry.members]
         thresholds = {t: float(np.mean([f[0][t] for f in found])) for t in THRESHOLDS}
         sources = sorted({f[1] for f in found})
         return PainModel(entry.model_id, nets, thresholds, "+".join(sources), device, entry.is_ensemble)

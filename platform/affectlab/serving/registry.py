@@ -3,7 +3,8 @@
 A served directory is one of:
 
 - a checkpoint (``model.safetensors`` + ``config.json``): id ``best``;
-- a sweep output holding ``best_checkpoint/``: id ``best``;
+- a sweep output holding ``best_checkpoint/``: id ``best`` (and, for a sweep over CV
+  folds, the fold ids below from ``best_checkpoint/fold_<k>/``);
 - a CV output holding ``fold_<k>/`` checkpoints: ids ``fold<k>`` and ``ensemble`` (every
   fold at once, averaged).
 
@@ -68,6 +69,11 @@ def _read_config(path: Path, workload: str) -> dict:
     return config["config"]
 
 
+def _folds(directory: Path) -> list[tuple[int, Path]]:
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := FOLD_DIR.fullmatch(p.name)) and is_checkpoint(p)]
+    return sorted(found)
+
+
 class ModelRegistry:
     """The ids a served directory offers and the checkpoints behind each."""
 
@@ -81,11 +87,7 @@ class ModelRegistry:
         best = self.root if is_checkpoint(self.root) else self.root / SWEEP_BEST
         if is_checkpoint(best):
             self._add("best", (Member(best),))
-        folds = sorted(
-            (int(m.group(1)), p)
-            for p in self.root.iterdir()
-            if (m := FOLD_DIR.fullmatch(p.name)) and is_checkpoint(p)
-        )
+        folds = _folds(self.root) or (_folds(best) if best.is_dir() else [])
         for k, path in folds:
             self._add(f"fold{k}", (Member(path, k),))
         if folds:
