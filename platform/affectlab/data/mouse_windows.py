@@ -1,0 +1,238 @@
+"""Aligned windows of video, pose and labels, streamed as Ray Datasets.
+
+The driver holds only a table of windows (which trial, which annotation rows, the labels
+of those rows); Ray Data tasks on CPU workers decode the window's frames from the MP4
+(seek once, read ``length`` frames, grayscale, resize) and slice the same rows of the
+DeepLabCut pose, so video, pose and labels share identical frame indices (the trial
+offset of ``affectlab.data.mouse.trial_frame_range``; defects 1-4 of the original). No
+process ever holds a whole video.
+
+A row leaving the pipeline::
+
+    frames      uint8   [T, S, S]   grayscale, resized
+    keypoints   float32 [T, 6, 2]   x / width, y / height; low-likelihood points interpolated
+    visible     float32 [T, 6]      1 where DLC likelihood >= min_likelihood (keypoint-loss mask)
+    kp_missing  float32 [6]         1 for a keypoint never confident in the trial
+    labels      int64   [T]         merged classes 0-5
+    weights     float32 [T]         per-frame loss weight (inverse class frequency; 0 if skipped)
+    video_wh    float32 [2]         video width and height in pixels
+    trial_id, row, ok  int64        trial index, first annotation row, 0 if the window was skipped
+
+A window whose video cannot be decoded is not fatal: it comes out with ``ok = 0`` and
+zeros, is left out of losses and metrics, and is counted (``skipped_samples``). Files that
+are missing or malformed are caught earlier, by ``discover``, before any work starts.
+
+Pose features are computed from the keypoints on the training device
+(``pose_features_torch``, the torch twin of ``affectlab.data.pose.pose_features``), after
+augmentation, so a temporal shift moves pose with the frames and keypoint jitter reaches
+the features but never the keypoint-regression targets (defects 5 and 6).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+
+import cv2
+import numpy as np
+import ray
+import torch
+
+from affectlab.data.mouse import CLASS_NAMES, MouseDataError, Trial, read_annotation, read_dlc, read_video_frames
+from affectlab.data.pose import ANGLES, BODY_LENGTH_FLOOR, EDGES, NUM_POSE_FEATURES, interpolate_low_likelihood
+
+log = logging.getLogger(__name__)
+NUM_CLASSES = len(CLASS_NAMES)
+
+# ---------------------------------------------------------------------------- window table
+
+
+def window_starts(n_rows: int, length: int, stride: int) -> list[int]:
+    """First rows of windows tiling ``n_rows`` frames; the last window ends on the last row."""
+    if length > n_rows:
+        raise ValueError(f"a window of {length} frames does not fit a trial of {n_rows} annotated frames")
+    if stride < 1:
+        raise ValueError(f"window stride must be >= 1, got {stride}")
+    starts = list(range(0, n_rows - length + 1, stride))
+    if starts[-1] != n_rows - length:
+        starts.append(n_rows - length)
+    return starts
+
+
+def trial_labels(trials: list[Trial]) -> list[np.ndarray]:
+    """The merged labels of each trial (the driver reads only these small CSVs)."""
+    return [read_annotation(t.annotation_path) for t in trials]
+
+
+def window_items(trials: list[Trial], trial_ids: list[int], labels: list[np.ndarray], length: int, stride: int) -> list[dict]:
+    """One item per window: where to read it and the labels of its rows."""
+    items = []
+    for trial, trial_id, rows in zip(trials, trial_ids, labels):
+        for row in window_starts(len(rows), length, stride):
+            items.append({
+                "video": str(trial.video_path), "dlc": str(trial.dlc_path), "trial_id": trial_id,
+                "trial_start": trial.start, "trial_stop": trial.stop, "row": row,
+                "labels": rows[row : row + length].astype(np.int64),
+            })  # fmt: skip
+    return items
+
+
+def class_counts(labels: list[np.ndarray]) -> np.ndarray:
+    """Frames per merged class over a list of label arrays."""
+    return np.bincount(np.concatenate(labels), minlength=NUM_CLASSES)[:NUM_CLASSES].astype(np.int64)
+
+
+def inverse_frequency_weights(counts: np.ndarray) -> np.ndarray:
+    """``total / (count * C)`` per class (the reference's weighting); 1 for absent classes."""
+    counts = np.asarray(counts, dtype=np.float64)
+    weights = np.ones(len(counts))
+    present = counts > 0
+    weights[present] = counts.sum() / (counts[present] * len(counts))
+    return weights.astype(np.float32)
+
+
+def oversample_repeats(window_labels: list[np.ndarray], counts: np.ndarray, max_boost: float, min_frames: int = 5) -> np.ndarray:
+    """How often each training window is repeated, by the rare classes it actually shows.
+
+    A window showing class ``c`` in at least ``min_frames`` frames is repeated
+    ``round(min(max_boost, 1 / (C * f_c)))`` times, ``f_c`` being the per-frame frequency of
+    ``c`` in the training split (the largest over its classes; classes at or above the
+    uniform share ``1/C`` give 1). The original replicated trials by their *dominant*
+    class, which almost never fires for brief pain behaviours (defect 21).
+    """
+    freq = np.asarray(counts, dtype=np.float64) / max(1, int(np.sum(counts)))
+    boost = np.ones(len(freq))
+    present = freq > 0
+    boost[present] = np.clip(1.0 / (len(freq) * freq[present]), 1.0, max(1.0, max_boost))
+    repeats = np.ones(len(window_labels), dtype=np.int64)
+    for i, labels in enumerate(window_labels):
+        shown = np.flatnonzero(np.bincount(labels, minlength=len(freq)) >= min_frames)
+        if len(shown):
+            repeats[i] = int(round(boost[shown].max()))
+    return repeats
+
+
+def window_dataset(items: list[dict], image_size: int, min_likelihood: float = 0.9, class_weights=None, windows_per_task: int = 4):
+    """A Ray Dataset of decoded windows (see the module docstring for the columns)."""
+    if not items:
+        raise ValueError("no windows to read")
+    n_blocks = max(1, math.ceil(len(items) / (2 * windows_per_task)))
+    weights = None if class_weights is None else np.asarray(class_weights, dtype=np.float32)
+    return ray.data.from_items(items, override_num_blocks=n_blocks).map_batches(
+        load_windows,
+        fn_kwargs={"image_size": image_size, "min_likelihood": min_likelihood, "class_weights": weights},
+        batch_size=windows_per_task,
+        num_cpus=0.25,
+    )
+
+
+# ---------------------------------------------------------------------------- decoding
+
+
+@functools.lru_cache(maxsize=16)
+def _video_wh(path: str) -> tuple[int, int]:
+    capture = cv2.VideoCapture(path)
+    try:
+        if not capture.isOpened():
+            raise MouseDataError(f"{path}: cannot open video (missing, truncated or not a video)")
+        return int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    finally:
+        capture.release()
+
+
+@functools.lru_cache(maxsize=32)
+def _trial_pose(dlc_path: str, start: int, stop: int, min_likelihood: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(keypoints px [n,6,2], visible [n,6], missing [6]) of one trial, interpolated over the trial."""
+    xy, likelihood = _read_dlc_cached(dlc_path)
+    xy, likelihood = xy[start:stop], likelihood[start:stop]
+    points, missing = interpolate_low_likelihood(xy, likelihood, min_likelihood)
+    visible = (likelihood >= min_likelihood) & ~missing[None, :]
+    return points, visible.astype(np.float32), missing.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_dlc_cached(dlc_path: str):
+    return read_dlc(dlc_path)
+
+
+def read_window(video: str, dlc: str, trial_start: int, trial_stop: int, row: int, length: int, image_size: int, min_likelihood: float = 0.9) -> dict[str, np.ndarray]:
+    """Decode one window: rows ``row .. row+length`` of the trial starting at video frame ``trial_start``."""
+    first = trial_start + row
+    if first + length > trial_stop:
+        raise MouseDataError(f"{video}: window rows {row}-{row + length - 1} run past the trial's last frame")
+    frames = read_video_frames(video, first, first + length, image_size)
+    width, height = _video_wh(video)
+    points, visible, missing = _trial_pose(dlc, trial_start, trial_stop, min_likelihood)
+    keypoints = points[row : row + length] / np.array([width, height], dtype=np.float32)
+    return {
+        "frames": frames,
+        "keypoints": keypoints.astype(np.float32),
+        "visible": visible[row : row + length],
+        "kp_missing": missing,
+        "video_wh": np.array([width, height], dtype=np.float32),
+    }
+
+
+def load_windows(batch: dict, image_size: int, min_likelihood: float = 0.9, class_weights=None) -> dict[str, np.ndarray]:
+    """Ray Data ``map_batches`` function: window items -> decoded, aligned windows."""
+    n, length = batch["labels"].shape
+    out = {
+        "frames": np.zeros((n, length, image_size, image_size), np.uint8),
+        "keypoints": np.zeros((n, length, 6, 2), np.float32),
+        "visible": np.zeros((n, length, 6), np.float32),
+        "kp_missing": np.zeros((n, 6), np.float32),
+        "video_wh": np.ones((n, 2), np.float32),
+        "labels": batch["labels"].astype(np.int64),
+        "trial_id": batch["trial_id"].astype(np.int64),
+        "row": batch["row"].astype(np.int64),
+        "ok": np.ones(n, np.int64),
+    }
+    for i in range(n):
+        try:
+            window = read_window(
+                str(batch["video"][i]), str(batch["dlc"][i]), int(batch["trial_start"][i]), int(batch["trial_stop"][i]),
+                int(batch["row"][i]), length, image_size, min_likelihood,
+            )  # fmt: skip
+        except (MouseDataError, cv2.error) as error:  # one corrupt sample: skip and count
+            log.warning("skipping window (trial %s, row %s): %s", batch["trial_id"][i], batch["row"][i], error)
+            out["ok"][i] = 0
+            continue
+        for key, value in window.items():
+            out[key][i] = value
+    weights = np.ones((n, length), np.float32) if class_weights is None else np.asarray(class_weights)[out["labels"]]
+    out["weights"] = (weights * out["ok"][:, None]).astype(np.float32)
+    return out
+
+
+# ---------------------------------------------------------------------------- pose features on tensors
+
+
+def pose_features_torch(points: torch.Tensor, missing: torch.Tensor | None = None) -> torch.Tensor:
+    """The 18 pose features of ``affectlab.data.pose`` on a batch: ``[B,T,6,2]`` px -> ``[B,T,18]``.
+
+    ``points`` are already interpolated (``interpolate_low_likelihood``); ``missing``
+    ``[B,6]`` flags keypoints never seen in the trial, whose features are 0. The body-length
+    floor uses the median over the ``T`` frames given, as the numpy version does over its
+    sequence.
+    """
+    points = points.float()
+    b, t = points.shape[:2]
+    missing = torch.zeros(b, 6, dtype=torch.bool, device=points.device) if missing is None else missing.bool()
+    have = ~missing
+    body = (points[:, :, 0] - points[:, :, 5]).norm(dim=-1)  # mouth - tail_base
+    floor = (BODY_LENGTH_FLOOR * body.quantile(0.5, dim=1, keepdim=True)).clamp_min(1e-6)
+    body = torch.maximum(body, floor)
+    has_body = (have[:, 0] & have[:, 5]).float()[:, None]
+    features = []
+    for a, c in EDGES:
+        valid = has_body * (have[:, a] & have[:, c]).float()[:, None]
+        features.append((points[:, :, a] - points[:, :, c]).norm(dim=-1) / body * valid)
+    for a, v, c in ANGLES:
+        u, w = points[:, :, a] - points[:, :, v], points[:, :, c] - points[:, :, v]
+        cross = u[..., 0] * w[..., 1] - u[..., 1] * w[..., 0]
+        valid = (have[:, a] & have[:, v] & have[:, c]).float()[:, None]
+        features.append(torch.atan2(cross.abs(), (u * w).sum(-1)) * valid)
+    out = torch.stack(features, dim=-1)
+    assert out.shape[-1] == NUM_POSE_FEATURES
+    return out

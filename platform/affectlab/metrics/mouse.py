@@ -1,0 +1,150 @@
+"""Metrics of per-frame mouse behaviour recognition (pure numpy / scikit-learn).
+
+Definitions, each fixing a defect of the original evaluation (reference/mouse.md §7, §9.2):
+
+- **Frame metrics** use ``labels=range(6)``, so every class keeps its name (defect 14).
+  A class absent from both the truth and the prediction has no F1: it is reported as
+  ``None`` and left out of the macro mean; a class absent from the truth but predicted
+  scores 0; a class present but never predicted scores 0.
+- **Decision thresholds** (``fit_thresholds``): for each class, the probability threshold
+  on a 0.05-0.95 grid that maximises its one-vs-rest F1 **on the validation split**. The
+  decision rule is ``argmax_c p_c / t_c`` (the class that clears its own threshold by the
+  largest factor; with equal thresholds it is plain argmax). The thresholds are then
+  applied unchanged to the test split and at inference (defect 10).
+- **Segmental metrics**: MS-TCN Edit and F1@{10,25,50} per trial (``metrics.segments``),
+  never across trial boundaries; the background set is explicit (defect 11).
+- **Majority baseline**: always predict the most frequent class of the training split.
+- **Keypoint MAE**: mean absolute error of visible x and y coordinates, in pixels of the
+  original video (normalised coordinates x width / height).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, f1_score
+
+from affectlab.data.mouse import CLASS_NAMES
+from affectlab.metrics.segments import segmental_scores
+
+NUM_CLASSES = len(CLASS_NAMES)
+LABELS = list(range(NUM_CLASSES))
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
+BACKGROUND_NONE = ()  # MS-TCN on integer labels: every class, rest included, is a segment
+BACKGROUND_REST = (0,)  # only the behaviours around rest
+
+
+def _none_if_nan(x: float) -> float | None:
+    return None if not np.isfinite(x) else float(x)
+
+
+def frame_scores(y_true, y_pred) -> dict:
+    """Accuracy, macro F1, per-class F1 (by name) and the 6x6 confusion matrix (rows: truth)."""
+    y_true, y_pred = np.asarray(y_true).ravel(), np.asarray(y_pred).ravel()
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"{y_true.size} true labels but {y_pred.size} predictions")
+    if y_true.size == 0:
+        raise ValueError("no frames to score")
+    per_class = f1_score(y_true, y_pred, labels=LABELS, average=None, zero_division=np.nan)
+    scored = per_class[np.isfinite(per_class)]
+    return {
+        "accuracy": float(np.mean(y_true == y_pred)),
+        "macro_f1": float(scored.mean()) if scored.size else float("nan"),
+        "per_class_f1": {name: _none_if_nan(f) for name, f in zip(CLASS_NAMES, per_class)},
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=LABELS).tolist(),
+    }
+
+
+def fit_thresholds(probs, labels, grid=THRESHOLD_GRID) -> np.ndarray:
+    """Per-class thresholds maximising one-vs-rest F1 (fit on validation only).
+
+    A class with no validation frames keeps 0.5: there is nothing to fit it on.
+    """
+    probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels).ravel()
+    thresholds = np.full(probs.shape[1], 0.5)
+    for c in range(probs.shape[1]):
+        positive = labels == c
+        if not positive.any():
+            continue
+        best = -1.0
+        for t in grid:
+            predicted = probs[:, c] >= t
+            tp = np.sum(predicted & positive)
+            f1 = 2 * tp / max(1, predicted.sum() + positive.sum())
+            if f1 > best:  # ties keep the lowest threshold
+                best, thresholds[c] = f1, t
+    return thresholds
+
+
+def apply_thresholds(probs, thresholds) -> np.ndarray:
+    """The decision rule: ``argmax_c p_c / t_c``."""
+    return np.argmax(np.asarray(probs) / np.asarray(thresholds)[None, :], axis=1)
+
+
+def majority_class(train_labels) -> int:
+    return int(np.bincount(np.asarray(train_labels).ravel(), minlength=NUM_CLASSES).argmax())
+
+
+def majority_baseline_macro_f1(train_labels, test_labels) -> float:
+    """Macro F1 on ``test_labels`` of always predicting the training split's majority class."""
+    test_labels = np.asarray(test_labels).ravel()
+    return frame_scores(test_labels, np.full_like(test_labels, majority_class(train_labels)))["macro_f1"]
+
+
+def keypoint_mae_px(pred, target, mask, video_wh) -> float:
+    """Mean |pred - target| over visible coordinates, in pixels.
+
+    ``pred``/``target`` ``[..., K, 2]`` in normalised coordinates, ``mask`` ``[..., K]``,
+    ``video_wh`` broadcastable to ``[..., 2]`` (width, height).
+    """
+    error = np.abs(np.asarray(pred, np.float64) - np.asarray(target, np.float64)) * np.asarray(video_wh, np.float64)
+    weight = np.broadcast_to(np.asarray(mask, np.float64)[..., None], error.shape)
+    return float((error * weight).sum() / weight.sum()) if weight.sum() > 0 else float("nan")
+
+
+def stitch_trials(trial_id, row, probs, labels, ok) -> dict[int, dict[str, np.ndarray]]:
+    """Per-trial frame sequences from overlapping windows.
+
+    ``probs`` ``[N,T,C]`` and ``labels`` ``[N,T]`` of windows starting at annotation row
+    ``row`` of trial ``trial_id``. Probabilities of frames covered by several windows are
+    averaged; frames covered only by skipped windows (``ok == 0``) are dropped.
+    Returns ``{trial_id: {"probs": [n,C], "labels": [n], "frames": [n] (rows kept)}}``.
+    """
+    probs, labels = np.asarray(probs, np.float64), np.asarray(labels)
+    n_windows, length = labels.shape
+    kept = [i for i in range(n_windows) if ok[i]]
+    ends = defaultdict(int)
+    for i in kept:
+        ends[int(trial_id[i])] = max(ends[int(trial_id[i])], int(row[i]) + length)
+    sequences = {
+        t: {"sum": np.zeros((n, probs.shape[-1])), "count": np.zeros(n), "labels": np.full(n, -1, np.int64)}
+        for t, n in ends.items()
+    }
+    for i in kept:
+        s, r = sequences[int(trial_id[i])], int(row[i])
+        s["sum"][r : r + length] += probs[i]
+        s["count"][r : r + length] += 1
+        s["labels"][r : r + length] = labels[i]
+    out = {}
+    for t in sorted(sequences):
+        s = sequences[t]
+        covered = np.flatnonzero(s["count"] > 0)
+        out[t] = {"probs": s["sum"][covered] / s["count"][covered, None], "labels": s["labels"][covered], "frames": covered}
+    return out
+
+
+def segment_scores(pred_sequences, true_sequences, background=BACKGROUND_NONE) -> dict[str, float]:
+    """MS-TCN Edit and F1@{10,25,50} (0-100) over per-trial sequences."""
+    scores = segmental_scores(pred_sequences, true_sequences, background=background)
+    return {k: v for k, v in scores.items() if k != "accuracy"}
+
+
+def split_scores(sequences: dict, predict=None, background=BACKGROUND_NONE) -> dict:
+    """Frame and segmental scores of stitched trials; ``predict(probs) -> labels`` (default argmax)."""
+    predict = predict or (lambda p: np.argmax(p, axis=1))
+    preds = [predict(s["probs"]) for s in sequences.values()]
+    trues = [s["labels"] for s in sequences.values()]
+    out = frame_scores(np.concatenate(trues), np.concatenate(preds))
+    out.update(segment_scores(preds, trues, background))
+    return out

@@ -1,0 +1,407 @@
+"""The ``mouse`` workload: per-frame pain-behaviour recognition from video and DeepLabCut pose.
+
+Six classes (rest, paw_withdraw, paw_lick, paw_shake, walk, active). Four models share one
+data pipeline and one loss: ``c3d`` and ``c3d_light`` (video only), ``dual_stream``
+(video + pose MLP with temporal attention) and ``multitask`` (per-frame timm backbone,
+pose branch, dilated TCN, action and keypoint heads). Defaults are the original
+multi-task recipe (reference/mouse.md §6.3): AdamW lr 5e-5, weight decay 0.05, batch 2,
+30 epochs, 180-frame training windows and 240-frame evaluation windows, class-weighted
+focal loss with gamma 2.5 on 0.1-smoothed targets, temporal smoothness 5e-4, keypoint
+loss weight 1, roll +-5 frames with p 0.2, keypoint jitter 0.02, rare-class boosting up to
+30x. Checkpoints are selected on the inner-validation macro F1; decision thresholds are
+fitted on validation afterwards (``final_metrics``) and applied unchanged to test.
+
+Splits are by animal (``affectlab.data.mouse.group_split`` / ``group_kfold``): the test
+animals are never seen in training or selection.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from affectlab.data.mouse import CLASS_NAMES, Trial, discover, group_kfold, group_split
+from affectlab.data.mouse_windows import (
+    class_counts,
+    inverse_frequency_weights,
+    oversample_repeats,
+    pose_features_torch,
+    trial_labels,
+    window_dataset,
+    window_items,
+)
+from affectlab.metrics import mouse as mouse_metrics
+from affectlab.models.mouse_ema import EMAModel
+from affectlab.workloads.base import TrainConfig, make_config
+
+MODELS = ("c3d", "c3d_light", "dual_stream", "multitask")
+DEFAULT_IMAGE_SIZE = {"c3d": 112, "c3d_light": 112, "dual_stream": 112, "multitask": 224}
+
+
+@dataclass
+class MouseConfig(TrainConfig):
+    # data
+    data_dir: str = ""
+    model: str = "multitask"  # one of MODELS
+    image_size: int | None = None  # None: 112 for the 3D CNNs (C3D's input), 224 for multitask
+    window: int = 180  # training window, frames
+    eval_window: int = 240  # validation/test windows, tiled with half overlap
+    train_stride: int | None = None  # None: window // 2
+    test_fraction: float = 0.2  # of the animals (single split)
+    val_fraction: float = 0.1  # of the animals, carved from the training side
+    cv_folds: int = 5  # K of --cv K (folds grouped by animal)
+    min_likelihood: float = 0.9  # DLC points below are interpolated and left out of the keypoint loss
+    prefer_filtered: bool = False  # use DLC's *_filtered pose files when present
+    windows_per_task: int = 4  # windows decoded per Ray Data task
+    # model
+    backbone: str = "vit_small_patch14_dinov2.lvd142m"  # multitask: timm name, or tiny_resnet / tiny_vit
+    pretrained: bool = True
+    weights_path: str | None = None
+    hidden: int = 512
+    pose_hidden: int = 128
+    dropout: float = 0.3
+    c3d_width: float = 1.0  # channel multiplier of the 3D CNNs
+    backbone_lr_mult: float = 0.1
+    # loss
+    focal_gamma: float = 2.5
+    label_smoothing: float = 0.1
+    class_weights: bool = True  # inverse frequency, total / (count * C), from the training split
+    smooth_weight: float = 5e-4  # L1 on consecutive logit differences
+    keypoint_weight: float = 1.0
+    keypoint_beta: float = 0.05  # SmoothL1 beta, normalised units
+    oversample: bool = True  # repeat training windows showing rare classes
+    oversample_max: float = 30.0
+    ema: bool = False
+    ema_decay: float = 0.999
+    # augmentation (training device, seeded; every temporal transform moves all streams)
+    augment: bool = True
+    roll_prob: float = 0.2
+    roll_max: int = 5
+    brightness: float = 0.2
+    contrast: float = 0.2
+    temporal_dropout: float = 0.05  # probability that a frame's video and pose inputs are blanked
+    keypoint_jitter: float = 0.02  # std, normalised units; inputs only
+    # optimisation
+    epochs: int = 30
+    batch_size: int = 2
+    lr: float = 5e-5
+    weight_decay: float = 0.05
+    select_metric: str = "val_macro_f1"
+    select_mode: str = "max"
+
+    def __post_init__(self):
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
+        for name in ("window", "eval_window"):
+            if not 1 <= getattr(self, name) <= 345:
+                raise ValueError(f"{name} must be between 1 and 345 frames (the shortest trial), got {getattr(self, name)}")
+        for name in ("roll_prob", "temporal_dropout", "label_smoothing"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.focal_gamma < 0:
+            raise ValueError(f"focal_gamma must be >= 0, got {self.focal_gamma}")
+
+    @property
+    def input_size(self) -> int:
+        return self.image_size or DEFAULT_IMAGE_SIZE[self.model]
+
+
+class MouseWorkload:
+    name = "mouse"
+    config_class = MouseConfig
+    eval_splits = ("val", "test")
+
+    def make_config(self, values: dict | None = None) -> MouseConfig:
+        return make_config(MouseConfig, values)
+
+    # -- data ---------------------------------------------------------------------------
+    def splits(self, cfg: MouseConfig, fold: int | None) -> dict[str, list[tuple[int, Trial]]]:
+        """``{split: [(trial_id, Trial)]}`` grouped by animal; ``trial_id`` indexes the sorted discovery."""
+        trials = discover(cfg.data_dir, prefer_filtered=cfg.prefer_filtered)
+        ids = {t: i for i, t in enumerate(trials)}
+        if fold is None:
+            parts = group_split(trials, cfg.test_fraction, cfg.val_fraction, cfg.seed)
+        else:
+            train_val, test = group_kfold(trials, cfg.cv_folds, cfg.seed)[fold]
+            parts = {**group_split(train_val, 0.0, cfg.val_fraction, cfg.seed), "test": test}
+        for split, part in parts.items():
+            if not part:
+                raise ValueError(f"{cfg.data_dir}: the {split} split has no trials; use more animals or other fractions")
+        return {split: [(ids[t], t) for t in part] for split, part in parts.items()}
+
+    def datasets(self, cfg: MouseConfig, fold: int | None) -> dict:
+        """Ray Datasets of windows: ``train`` (oversampled, shuffled), ``val`` and ``test`` (tiled)."""
+        parts = self.splits(cfg, fold)
+        labels = {split: trial_labels([t for _, t in part]) for split, part in parts.items()}
+        counts = class_counts(labels["train"])
+        weights = inverse_frequency_weights(counts) if cfg.class_weights else None
+
+        def items(split, length, stride):
+            ids, trials = [i for i, _ in parts[split]], [t for _, t in parts[split]]
+            return window_items(trials, ids, labels[split], length, stride)
+
+        train = items("train", cfg.window, cfg.train_stride or max(1, cfg.window // 2))
+        if cfg.oversample:
+            repeats = oversample_repeats([it["labels"] for it in train], counts, cfg.oversample_max)
+            train = [it for it, r in zip(train, repeats) for _ in range(r)]
+        order = np.random.default_rng(cfg.seed).permutation(len(train))
+        train = [train[i] for i in order]
+        out = {"train": window_dataset(train, cfg.input_size, cfg.min_likelihood, weights, cfg.windows_per_task)}
+        for split in ("val", "test"):
+            tiles = items(split, cfg.eval_window, max(1, cfg.eval_window // 2))
+            out[split] = window_dataset(tiles, cfg.input_size, cfg.min_likelihood, None, cfg.windows_per_task)
+        return out
+
+    # -- model --------------------------------------------------------------------------
+    def build_model(self, cfg: MouseConfig, pretrained: bool | None = None):
+        if cfg.model in ("c3d", "c3d_light"):
+            from affectlab.models.mouse_c3d import build_c3d
+
+            model = build_c3d(light=cfg.model == "c3d_light", width=cfg.c3d_width, dropout=cfg.dropout)
+        elif cfg.model == "dual_stream":
+            from affectlab.models.mouse_dual_stream import DualStream
+
+            model = DualStream(cfg.c3d_width, cfg.pose_hidden, 2 * cfg.pose_hidden, cfg.hidden // 2, dropout=cfg.dropout)
+        else:
+            from affectlab.models.mouse_multitask import MouseMultiTask, MultiTaskConfig
+
+            use_weights = cfg.pretrained if pretrained is None else (cfg.pretrained and pretrained)
+            model = MouseMultiTask(MultiTaskConfig(
+                backbone=cfg.backbone, pretrained=use_weights, weights_path=cfg.weights_path, image_size=cfg.input_size,
+                pose_hidden=cfg.pose_hidden, hidden=cfg.hidden, dropout=cfg.dropout,
+            ))  # fmt: skip
+        if cfg.ema:
+            model = EMAModel(model, cfg.ema_decay)
+        return model
+
+    def param_groups(self, model, cfg: MouseConfig) -> list[dict]:
+        net = model.model if isinstance(model, EMAModel) else model  # the live model, not its average
+        if hasattr(net, "param_groups"):
+            return net.param_groups(cfg.lr, cfg.weight_decay, cfg.backbone_lr_mult)
+        decay = [p for p in net.parameters() if p.requires_grad and p.ndim > 1]
+        no_decay = [p for p in net.parameters() if p.requires_grad and p.ndim <= 1]
+        return [{"params": decay, "lr": cfg.lr, "weight_decay": cfg.weight_decay}, {"params": no_decay, "lr": cfg.lr, "weight_decay": 0.0}]
+
+    # -- inputs and augmentation ----------------------------------------------------------
+    @staticmethod
+    def prepare(batch: dict, cfg: MouseConfig, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Model inputs and clean targets of a batch; augmented when a generator is given.
+
+        Temporal roll moves frames, keypoints, visibility, labels and weights together;
+        brightness/contrast and temporal dropout touch the inputs; keypoint jitter reaches
+        the pose features only, and ``kp_target`` stays the clean keypoints.
+        """
+        frames = batch["frames"].float() / 255
+        keypoints = batch["keypoints"].float()
+        visible = batch["visible"].float()
+        labels = batch["labels"].long()
+        weights = batch["weights"].float() if "weights" in batch else torch.ones_like(labels, dtype=torch.float32)
+        wh = batch["video_wh"].float()[:, None, None, :]
+        dropped = None
+        inputs_kp = keypoints
+        if generator is not None and cfg.augment:
+            dev = frames.device
+            b, t = labels.shape
+            shift = torch.randint(-cfg.roll_max, cfg.roll_max + 1, (b,), generator=generator, device=dev)
+            shift = shift * (torch.rand(b, generator=generator, device=dev) < cfg.roll_prob)
+            index = (torch.arange(t, device=dev)[None, :] - shift[:, None]) % t  # circular roll per sample
+            rows = torch.arange(b, device=dev)[:, None]
+            frames, keypoints, visible = frames[rows, index], keypoints[rows, index], visible[rows, index]
+            labels, weights = labels[rows, index], weights[rows, index]
+
+            gain = 1 + (torch.rand(b, 1, 1, 1, generator=generator, device=dev) * 2 - 1) * cfg.brightness
+            contrast = 1 + (torch.rand(b, 1, 1, 1, generator=generator, device=dev) * 2 - 1) * cfg.contrast
+            frames = frames * gain
+            mean = frames.mean(dim=(1, 2, 3), keepdim=True)
+            frames = ((frames - mean) * contrast + mean).clamp(0, 1)
+            dropped = torch.rand(b, t, generator=generator, device=dev) < cfg.temporal_dropout
+            frames = torch.where(dropped[..., None, None], mean.expand_as(frames), frames)
+            noise = torch.randn(keypoints.shape, generator=generator, device=dev) * cfg.keypoint_jitter
+            inputs_kp = keypoints + noise
+        pose = pose_features_torch(inputs_kp * wh, batch["kp_missing"])
+        if dropped is not None:
+            pose = pose.masked_fill(dropped[..., None], 0.0)
+        return {
+            "frames": frames, "pose": pose, "labels": labels, "weights": weights,
+            "kp_target": keypoints, "kp_mask": visible,
+        }  # fmt: skip
+
+    # -- training -----------------------------------------------------------------------
+    def train_step(self, model, batch: dict, cfg: MouseConfig, generator: torch.Generator):
+        net = getattr(model, "module", model)  # under DDP
+        if isinstance(net, EMAModel):  # fold in the weights of the last optimizer step
+            net.update()
+        x = self.prepare(batch, cfg, generator)
+        out = model(x["frames"], x["pose"])
+        logits = out["logits"].float()
+        action = focal_loss(logits, x["labels"], x["weights"], cfg.focal_gamma, cfg.label_smoothing)
+        smooth = (logits[:, 1:] - logits[:, :-1]).abs().mean() if logits.shape[1] > 1 else logits.new_zeros(())
+        loss = action + cfg.smooth_weight * smooth
+        terms = {"action_loss": action.item(), "smooth_loss": smooth.item(), "skipped": float((batch["ok"] == 0).sum())}
+        if "keypoints" in out:
+            kp = keypoint_loss(out["keypoints"].float(), x["kp_target"], x["kp_mask"], cfg.keypoint_beta)
+            loss = loss + cfg.keypoint_weight * kp
+            terms["keypoint_loss"] = kp.item()
+        return loss, terms
+
+    @torch.no_grad()
+    def predict(self, model, batches, cfg: MouseConfig) -> dict[str, np.ndarray]:
+        parts: dict[str, list] = {k: [] for k in ("probs", "labels", "trial_id", "row", "ok", "video_wh")}
+        for batch in batches:
+            x = self.prepare(batch, cfg)
+            out = model(x["frames"], x["pose"])
+            parts["probs"].append(torch.softmax(out["logits"].float(), dim=-1).cpu().numpy())
+            for key in ("labels", "trial_id", "row", "ok", "video_wh"):
+                parts[key].append(batch[key].cpu().numpy())
+            if "keypoints" in out:
+                for key, value in (("kp_pred", out["keypoints"]), ("kp_true", x["kp_target"]), ("kp_mask", x["kp_mask"])):
+                    parts.setdefault(key, []).append(value.float().cpu().numpy())
+        return {k: np.concatenate(v) for k, v in parts.items() if v}
+
+    def evaluate(self, predictions: dict[str, np.ndarray]) -> dict[str, float]:
+        """Argmax scores of one split (checkpoint selection; thresholds come after training)."""
+        sequences = _stitch(predictions)
+        scores = mouse_metrics.split_scores(sequences)
+        out = {"accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"]}
+        out.update({f"f1_{name}": (np.nan if f is None else f) for name, f in scores["per_class_f1"].items()})
+        out.update({k: scores[k] for k in ("edit", "f1@10", "f1@25", "f1@50")})
+        out["skipped_samples"] = int((predictions["ok"] == 0).sum())
+        if "kp_pred" in predictions:
+            out["keypoint_mae_px"] = _keypoint_mae(predictions)
+        return out
+
+    # -- final metrics --------------------------------------------------------------------
+    def final_metrics(self, cfg: MouseConfig, fold: int | None, predictions: dict) -> tuple[dict, list[dict]]:
+        """Test metrics with thresholds fitted on validation, and per-trial sequences for ethograms.
+
+        ``predictions`` is ``read_predictions(final checkpoint)``: ``{"val": ..., "test": ...}``.
+        """
+        parts = self.splits(cfg, fold)
+        train_labels = np.concatenate(trial_labels([t for _, t in parts["train"]]))
+        val, test = _stitch(predictions["val"]), _stitch(predictions["test"])
+        thresholds = mouse_metrics.fit_thresholds(
+            np.concatenate([s["probs"] for s in val.values()]), np.concatenate([s["labels"] for s in val.values()])
+        )
+
+        def rule(probs):
+            return mouse_metrics.apply_thresholds(probs, thresholds)
+
+        scores = mouse_metrics.split_scores(test, rule, mouse_metrics.BACKGROUND_NONE)
+        preds = [rule(s["probs"]) for s in test.values()]
+        trues = [s["labels"] for s in test.values()]
+        argmax = mouse_metrics.split_scores(test)
+        test_labels = np.concatenate(trues)
+        majority = mouse_metrics.majority_class(train_labels)
+        trial_of = {i: t for part in parts.values() for i, t in part}
+        metrics = {
+            **{k: scores[k] for k in ("accuracy", "macro_f1", "per_class_f1", "confusion_matrix")},
+            **{k: scores[k] for k in ("edit", "f1@10", "f1@25", "f1@50")},
+            "segment_background": [],
+            "segment_note": "Edit and F1@k are MS-TCN's (0-100), scored per test trial with no background "
+            "class (rest counts as a segment); segmental_rest_as_background drops rest.",
+            "segmental_rest_as_background": mouse_metrics.segment_scores(preds, trues, mouse_metrics.BACKGROUND_REST),
+            "majority_class": CLASS_NAMES[majority],
+            "majority_baseline_macro_f1": mouse_metrics.majority_baseline_macro_f1(train_labels, test_labels),
+            "thresholds": {name: float(t) for name, t in zip(CLASS_NAMES, thresholds)},
+            "decision_rule": "argmax_c p_c / t_c, thresholds t_c fitted on the validation split",
+            "argmax": {k: argmax[k] for k in ("accuracy", "macro_f1", "per_class_f1", "edit", "f1@10", "f1@25", "f1@50")},
+            "val_macro_f1": mouse_metrics.split_scores(val, rule)["macro_f1"],
+            "skipped_samples": int(sum((predictions[s]["ok"] == 0).sum() for s in ("val", "test"))),
+            "n_test_frames": int(test_labels.size),
+            "n_test_trials": len(test),
+            "animals": {split: sorted({t.animal_id for _, t in part}) for split, part in parts.items()},
+            "model": cfg.model,
+        }
+        if "kp_pred" in predictions["test"]:
+            metrics["keypoint_mae_px"] = _keypoint_mae(predictions["test"])
+        sequences = [
+            {"name": f"{trial_of[i].video_id} trial {trial_of[i].trial}", "true": s["labels"], "pred": p}
+            for (i, s), p in zip(test.items(), preds)
+        ]
+        return metrics, sequences
+
+    def summarize_cv(self, folds) -> tuple[dict, list[dict]]:
+        """Per-fold test metrics (thresholds from each fold's own validation animals) and their mean."""
+        from affectlab.train.loop import read_predictions
+
+        per_fold, sequences = [], []
+        for f in folds:
+            config = json.loads((Path(f.checkpoint_dir) / "config.json").read_text())["config"]
+            metrics, seqs = self.final_metrics(self.make_config(config), f.fold, read_predictions(f.checkpoint_dir))
+            per_fold.append({"fold": f.fold, **metrics})
+            sequences += [{**s, "name": f"fold {f.fold}: {s['name']}"} for s in seqs]
+        return {**mean_over_folds(per_fold), "folds": per_fold}, sequences
+
+
+# ---------------------------------------------------------------------------- losses
+
+
+def focal_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, gamma: float, smoothing: float) -> torch.Tensor:
+    """Weighted focal loss on label-smoothed targets: ``-sum_c y_c (1 - p_c)^gamma log p_c``.
+
+    ``weights`` ``[B, T]`` are per-frame (class weight of the frame's label, 0 for skipped
+    windows); the loss is their weighted mean.
+    """
+    log_p = F.log_softmax(logits, dim=-1)
+    n_classes = logits.shape[-1]
+    target = F.one_hot(labels, n_classes).float() * (1 - smoothing) + smoothing / n_classes
+    per_frame = -(target * (1 - log_p.exp()).pow(gamma) * log_p).sum(-1)
+    return (per_frame * weights).sum() / weights.sum().clamp_min(1e-6)
+
+
+def keypoint_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, beta: float) -> torch.Tensor:
+    """SmoothL1 over visible keypoints (``mask`` ``[B, T, K]``), normalised coordinates."""
+    error = F.smooth_l1_loss(pred, target, reduction="none", beta=beta).sum(-1)
+    return (error * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _stitch(predictions: dict) -> dict:
+    p = predictions
+    return mouse_metrics.stitch_trials(p["trial_id"], p["row"], p["probs"], p["labels"], p["ok"])
+
+
+def _keypoint_mae(predictions: dict) -> float:
+    p = predictions
+    mask = p["kp_mask"] * (p["ok"][:, None, None] > 0)
+    return mouse_metrics.keypoint_mae_px(p["kp_pred"], p["kp_true"], mask, p["video_wh"][:, None, None, :])
+
+
+def mean_over_folds(per_fold: list[dict]) -> dict:
+    """Mean (and standard deviation) of the scalar test metrics over folds; per-class F1 by name."""
+    out = {}
+    for key, value in per_fold[0].items():
+        if key == "fold":
+            continue
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            values = np.array([f[key] for f in per_fold], dtype=np.float64)
+            out[key] = float(np.nanmean(values))
+            out[f"{key}_std"] = float(np.nanstd(values))
+    out["per_class_f1"] = {}
+    for name in CLASS_NAMES:
+        values = [f["per_class_f1"][name] for f in per_fold if f["per_class_f1"][name] is not None]
+        out["per_class_f1"][name] = float(np.mean(values)) if values else None
+    out["confusion_matrix"] = np.sum([f["confusion_matrix"] for f in per_fold], axis=0).tolist()
+    out["segment_background"] = []
+    return out
+
+
+# Named starting points; explicit options override them.
+PRESETS = {
+    # The original multi-task recipe (defaults above), on a pretrained DINOv2 ViT-S/14 per frame.
+    "paper": {},
+    # Finishes in a few minutes on a 2-core laptop with nothing to download: 48 px frames,
+    # 48-frame windows, a 4-block ResNet from scratch, narrow 3D CNNs.
+    "tiny": {
+        "image_size": 48, "window": 48, "eval_window": 48, "backbone": "tiny_resnet", "pretrained": False,
+        "hidden": 64, "pose_hidden": 32, "dropout": 0.1, "c3d_width": 0.25, "backbone_lr_mult": 1.0,
+        "epochs": 8, "batch_size": 8, "lr": 1e-3, "oversample_max": 4.0, "cpus_per_worker": 2.0,
+    },
+}  # fmt: skip
