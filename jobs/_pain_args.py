@@ -16,8 +16,22 @@ _FIELDS = {
 }  # fmt: skip
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show a default only where the option has its own; the others come from the preset."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parser(description: str, data_help: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=description,
+        formatter_class=_Formatter,
+        epilog="Model and training options left unset take the preset's value (affectlab.workloads.pain.PRESETS: "
+        "'paper' = the original recipe, 'tiny' = a 2-core laptop), then PainConfig's defaults.",
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data-dir", help=data_help)
     src.add_argument("--synthetic", action="store_true", help="write a small synthetic dataset in the native layout under OUTPUT/data and run on it")
@@ -33,22 +47,22 @@ def parser(description: str, data_help: str) -> argparse.ArgumentParser:
     m.add_argument("--weights-path", help="local timm weights file for the backbone (offline machines)")
     m.add_argument("--pretrained-checkpoint", help="an affectlab checkpoint directory to start from (e.g. the 3D-Pain stage); weights with matching names and shapes are copied")
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--batch-size", type=int)
+    t.add_argument("--epochs", type=int, help="training epochs (the cosine schedule spans them)")
+    t.add_argument("--batch-size", type=int, help="batch size per Train worker")
     t.add_argument("--lr", type=float, help="learning rate of the heads (the backbone gets lr × backbone-lr-mult)")
-    t.add_argument("--backbone-lr-mult", type=float)
-    t.add_argument("--weight-decay", type=float)
+    t.add_argument("--backbone-lr-mult", type=float, help="learning-rate multiplier of the backbones (LoRA or full)")
+    t.add_argument("--weight-decay", type=float, help="AdamW weight decay")
     t.add_argument("--w-pspi", type=float, help="weight of the PSPI MSE (0–1 scale)")
     t.add_argument("--w-au", type=float, help="weight of the AU MSE (raw AU units)")
     t.add_argument("--w-binary", type=float, help="weight of the PSPI ≥ 1/2/3 BCE")
-    t.add_argument("--seed", type=int)
+    t.add_argument("--seed", type=int, help="seed of every random choice: splits, references, sampling, augmentation, init")
     e = p.add_argument_group("references")
     e.add_argument("--n-shots", type=int, help="neutral references averaged at evaluation (multi-shot)")
     e.add_argument("--reference-policy", choices=["first_frames", "oracle"], help="evaluation references: first frames of the subject (label-free) or PSPI=0 frames chosen with labels (oracle, the original protocol)")
     r = p.add_argument_group("cluster")
     r.add_argument("--workers", type=int, help="Ray Train workers per run (DDP when > 1)")
     r.add_argument("--gpu", action="store_true", help="one GPU per Train worker, mixed precision")
-    r.add_argument("--cpus-per-worker", type=float)
+    r.add_argument("--cpus-per-worker", type=float, help="CPUs reserved by each Train worker")
     r.add_argument("--storage", help="Ray storage path for checkpoints and results (s3://... on a multi-node cluster); default OUTPUT/ray_results")
     r.add_argument("--wandb", choices=["off", "offline", "online"], default="offline", help="Weights & Biases tracking")
     return p

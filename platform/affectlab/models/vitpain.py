@@ -57,9 +57,17 @@ class ViTPainConfig:
 def build_encoder(cfg: ViTPainConfig, pretrained: bool) -> nn.Module:
     name, kwargs = BACKBONES[cfg.backbone]
     overlay = {"file": cfg.weights_path} if (pretrained and cfg.weights_path) else None
-    encoder = timm.create_model(
-        name, pretrained=pretrained, num_classes=0, img_size=cfg.image_size, pretrained_cfg_overlay=overlay, **kwargs
-    )
+    try:
+        encoder = timm.create_model(
+            name, pretrained=pretrained, num_classes=0, img_size=cfg.image_size, pretrained_cfg_overlay=overlay, **kwargs
+        )
+    except (OSError, RuntimeError) as e:  # no network, no cache, or a bad weights file
+        if not pretrained:
+            raise
+        raise RuntimeError(
+            f"could not load the pretrained weights of {name} ({type(e).__name__}: {str(e)[:200]}); "
+            "pass a local weights file (--weights-path) or train from random initialisation (--no-pretrained)"
+        ) from e
     if cfg.finetune == "lora":
         from peft import LoraConfig, inject_adapter_in_model
 

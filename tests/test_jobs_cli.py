@@ -1,0 +1,53 @@
+"""The pain jobs' command lines: every option explained, missing inputs fail fast."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+JOBS = ["unbc_cv.py", "pain3d_pretrain.py", "unbc_production.py"]
+
+
+def run(job, *args):
+    return subprocess.run([sys.executable, str(ROOT / "jobs" / job), *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_help_explains_every_option(job):
+    import importlib
+
+    import _pain_args
+
+    module = importlib.import_module(job[:-3])
+    proc = run(job, "--help")
+    assert proc.returncode == 0
+    parser = _pain_args.parser("x", "y")
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help":
+            assert action.help, f"{action.option_strings} has no help text"
+            assert action.option_strings[-1] in proc.stdout
+    assert " ".join(module.__doc__.split("\n")[0].split()) in " ".join(proc.stdout.split())
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_missing_inputs_say_what_to_pass(job, tmp_path):
+    proc = run(job, "--output", str(tmp_path))
+    assert proc.returncode == 2
+    assert "one of the arguments --data-dir --synthetic is required" in proc.stderr
+    proc = run(job, "--synthetic")
+    assert proc.returncode == 2 and "--output" in proc.stderr
+
+
+def test_a_missing_data_directory_fails_before_ray_starts(tmp_path):
+    proc = run("unbc_cv.py", "--data-dir", str(tmp_path / "nope"), "--output", str(tmp_path / "out"))
+    assert proc.returncode != 0
+    assert f"UNBC data directory {tmp_path / 'nope'} does not exist" in proc.stderr
+    assert "Started a local Ray instance" not in proc.stderr
+
+
+def test_an_unknown_fold_fails_before_ray_starts(unbc_dir, tmp_path):
+    proc = run("unbc_cv.py", "--data-dir", str(unbc_dir), "--output", str(tmp_path), "--folds", "0,9")
+    assert proc.returncode != 0 and "fold 9 does not exist; this dataset has 5 folds" in proc.stderr
+    assert "Started a local Ray instance" not in proc.stderr
