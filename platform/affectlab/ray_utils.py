@@ -58,5 +58,8 @@ def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
     if address:
         ray.init(address=address, runtime_env=runtime_env())
     else:
-        ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1), include_dashboard=True, runtime_env=runtime_env())
+        # "local": a fresh instance, never a `ray start` cluster found by chance (use RAY_ADDRESS=auto for that)
+        ray.init(
+            address="local", num_cpus=num_cpus or max(4, os.cpu_count() or 1), include_dashboard=True, runtime_env=runtime_env()
+        )
     ray.data.DataContext.get_current().enable_progress_bars = False
