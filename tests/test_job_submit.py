@@ -12,6 +12,8 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -46,7 +48,7 @@ def test_cv_job_submitted_to_a_ray_start_head(python_without_affectlab, tmp_path
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PYTHONPATH")}
     env.update(RAY_AUTH_MODE="token", RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS="0", PATH=f"{python.parent}:{env['PATH']}")
     ray_cli = [str(python), "-m", "ray.scripts.scripts"]
-    temp_dir = tmp_path / "ray"
+    temp_dir = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # Unix socket paths must stay short
 
     # the working directory a user would upload: the repository without build outputs
     work = tmp_path / "checkout"
@@ -60,12 +62,16 @@ def test_cv_job_submitted_to_a_ray_start_head(python_without_affectlab, tmp_path
     try:
         assert start.returncode == 0, start.stderr[-3000:]
         out = tmp_path / "cv_out"
-        submit = subprocess.run(
-            ray_cli + ["job", "submit", f"--address=http://127.0.0.1:{dashboard}", "--working-dir", str(work), "--",
-                       "python", "jobs/unbc_cv.py", "--synthetic", "--output", str(out), "--folds", "0",
-                       "--epochs", "1", "--wandb", "off"],
-            env=env, capture_output=True, text=True, timeout=900,
-        )  # fmt: skip
+        for _ in range(30):  # the dashboard's job agent comes up a little after `ray start` returns
+            submit = subprocess.run(
+                ray_cli + ["job", "submit", f"--address=http://127.0.0.1:{dashboard}", "--working-dir", str(work), "--",
+                           "python", "jobs/unbc_cv.py", "--synthetic", "--output", str(out), "--folds", "0",
+                           "--epochs", "1", "--wandb", "off"],
+                env=env, capture_output=True, text=True, timeout=900,
+            )  # fmt: skip
+            if "No available agent" not in submit.stderr:
+                break
+            time.sleep(5)
         logs = submit.stdout + submit.stderr
         assert submit.returncode == 0, logs[-5000:]
         assert "succeeded" in logs
@@ -74,3 +80,4 @@ def test_cv_job_submitted_to_a_ray_start_head(python_without_affectlab, tmp_path
         assert (out / "fold_0" / "model.safetensors").is_file() and (out / "report.html").is_file()
     finally:
         subprocess.run(ray_cli + ["stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(temp_dir, ignore_errors=True)

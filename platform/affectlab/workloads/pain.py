@@ -204,6 +204,6 @@ PRESETS = {
     # DINOv3-shaped ViT trained from scratch on 48 px faces.
     "tiny": {
         "backbone": "tiny", "image_size": 48, "pretrained": False, "finetune": "full", "dropout": 0.1,
-        "epochs": 8, "batch_size": 32, "lr": 1e-3, "backbone_lr_mult": 1.0, "weight_decay": 0.05, "fusion_heads": 4,
+        "epochs": 8, "batch_size": 16, "lr": 1e-3, "backbone_lr_mult": 1.0, "weight_decay": 0.05, "fusion_heads": 4,
     },
 }  # fmt: skip
