@@ -56,6 +56,9 @@ def test_cv_job_submitted_to_a_ray_start_head(python_without_affectlab, tmp_path
     start = subprocess.run(
         ray_cli + ["start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", f"--dashboard-port={dashboard}",
                    "--dashboard-host=127.0.0.1", "--include-dashboard=true", "--num-cpus=4", f"--temp-dir={temp_dir}",
+                   # other Ray instances on this machine hold the default agent ports
+                   f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+                   f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
                    "--disable-usage-stats"],
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip

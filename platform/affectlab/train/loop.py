@@ -106,7 +106,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
             steps += 1
         scheduler.step()
         metrics = {k: v / max(1, steps) for k, v in sums.items()}
-        metrics.update(epoch=epoch, lr=optimizer.param_groups[-1]["lr"], train_steps=steps)
+        metrics.update(epoch=epoch, lr=optimizer.param_groups[-1]["lr"], train_steps=steps,
+                       train_seconds=time.perf_counter() - started)  # fmt: skip
 
         if rank != 0:
             ray.train.report(metrics)  # a barrier: every rank reports as often as rank 0
