@@ -7,6 +7,11 @@ keeps C3D's eight convolutions (64-128-256-256-512-512-512-512, pools after conv
 4, 6 and 8): its temporal receptive field is 17 frames, the clip length of the original
 video pipeline. The light network has four narrow convolutions and a strided first one,
 for CPUs and small GPUs.
+
+Normalisation is GroupNorm applied to each frame separately: it neither depends on the
+other windows of a batch (BatchNorm's statistics from a couple of strongly correlated
+windows are poor, and differ between training and evaluation) nor on other frames, so
+every frame's logits depend only on its receptive field.
 """
 
 from __future__ import annotations
@@ -38,6 +43,18 @@ C3D_STANDARD = C3DConfig()
 C3D_LIGHT = C3DConfig(channels=(32, 64, 128, 128), pool_after=(0, 1, 2, 3), first_stride=2, head_hidden=128, dropout=0.3)
 
 
+class FrameGroupNorm(nn.GroupNorm):
+    """GroupNorm over (channels / groups, H, W) of each frame of a ``[B, C, T, H, W]`` tensor."""
+
+    def __init__(self, num_channels: int):
+        super().__init__(next(g for g in (8, 4, 2, 1) if num_channels % g == 0), num_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t, h, w = x.shape
+        frames = x.transpose(1, 2).reshape(b * t, c, h, w)
+        return super().forward(frames).reshape(b, t, c, h, w).transpose(1, 2)
+
+
 class C3DTrunk(nn.Module):
     """The convolutional part: ``[B, T, H, W]`` in [0, 1] -> per-frame features ``[B, C, T]``."""
 
@@ -46,7 +63,7 @@ class C3DTrunk(nn.Module):
         layers, c_in = [], 1
         for i, c_out in enumerate(cfg.channels):
             stride = (1, cfg.first_stride, cfg.first_stride) if i == 0 else 1
-            layers += [nn.Conv3d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm3d(c_out), nn.ReLU(inplace=True)]
+            layers += [nn.Conv3d(c_in, c_out, 3, stride=stride, padding=1, bias=False), FrameGroupNorm(c_out), nn.ReLU(inplace=True)]
             if i in cfg.pool_after:
                 layers.append(nn.MaxPool3d((1, 2, 2), ceil_mode=True))
             c_in = c_out

@@ -26,10 +26,20 @@ from affectlab.data.pose import NUM_POSE_FEATURES
 
 NUM_CLASSES, NUM_KEYPOINTS = 6, 6
 
+
+
+class GroupNorm4(nn.GroupNorm):
+    """GroupNorm with 4 groups, in BatchNorm's call signature (what timm's ResNet expects)."""
+
+    def __init__(self, num_channels: int, **kwargs):
+        super().__init__(4, num_channels, **kwargs)
+
+
 # Small named backbones for tests and laptops (random initialisation only); any other name
-# is a timm model name.
+# is a timm model name. GroupNorm, not BatchNorm: a batch of windows is a few dozen
+# strongly correlated frames, whose batch statistics differ from the running ones.
 TINY_BACKBONES = {
-    "tiny_resnet": ("resnet18", {"layers": (1, 1, 1, 1), "channels": (16, 32, 64, 96)}),
+    "tiny_resnet": ("resnet18", {"layers": (1, 1, 1, 1), "channels": (16, 32, 64, 96), "norm_layer": GroupNorm4}),
     "tiny_vit": ("vit_tiny_patch16_224", {"patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 2}),
 }
 
@@ -44,7 +54,9 @@ class MultiTaskConfig:
     hidden: int = 512
     dilations: tuple[int, ...] = (1, 2, 4)
     dropout: float = 0.3
+    visual_dropout: float = 0.0  # training: share of windows whose visual features are zeroed
     keypoint_head: bool = True
+    grad_checkpointing: bool = False  # recompute backbone activations: frames x window fit on one GPU
     num_classes: int = NUM_CLASSES
 
 
@@ -76,6 +88,11 @@ def create_backbone(name: str, image_size: int, pretrained: bool, weights_path: 
     return model, mean, std
 
 
+def pose_velocity(pose: torch.Tensor) -> torch.Tensor:
+    """Frame-to-frame change of the pose features ``[B, T, F]`` (0 at the first frame)."""
+    return torch.cat([torch.zeros_like(pose[:, :1]), pose[:, 1:] - pose[:, :-1]], dim=1)
+
+
 class DilatedResidualBlock(nn.Module):
     def __init__(self, channels: int, dilation: int, dropout: float):
         super().__init__()
@@ -96,9 +113,14 @@ class MouseMultiTask(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.backbone, mean, std = create_backbone(cfg.backbone, cfg.image_size, cfg.pretrained, cfg.weights_path)
+        if cfg.grad_checkpointing and hasattr(self.backbone, "set_grad_checkpointing"):
+            self.backbone.set_grad_checkpointing(True)
         self.register_buffer("pixel_mean", torch.tensor(mean), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(std), persistent=False)
-        self.pose = nn.Sequential(nn.Linear(NUM_POSE_FEATURES, cfg.pose_hidden), nn.GELU(), nn.Dropout(cfg.dropout))
+        self.visual_norm = nn.LayerNorm(self.backbone.num_features)  # puts both streams on one scale
+        self.pose = nn.Sequential(
+            nn.Linear(2 * NUM_POSE_FEATURES, cfg.pose_hidden), nn.GELU(), nn.Dropout(cfg.dropout), nn.LayerNorm(cfg.pose_hidden)
+        )
         self.project = nn.Conv1d(self.backbone.num_features + cfg.pose_hidden, cfg.hidden, 1)
         self.temporal = nn.Sequential(*[DilatedResidualBlock(cfg.hidden, d, cfg.dropout) for d in cfg.dilations])
         self.action_head = nn.Conv1d(cfg.hidden, cfg.num_classes, 1)
@@ -112,10 +134,15 @@ class MouseMultiTask(nn.Module):
         """``[B, T, H, W]`` in [0, 1] -> ``[B, D, T]``, the backbone applied to every frame."""
         b, t, h, w = frames.shape
         x = (frames.reshape(b * t, 1, h, w) - self.pixel_mean) / self.pixel_std
-        return self.backbone(x).reshape(b, t, -1).transpose(1, 2)
+        return self.visual_norm(self.backbone(x).reshape(b, t, -1)).transpose(1, 2)
 
     def forward(self, frames: torch.Tensor, pose: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = torch.cat([self.frame_features(frames), self.pose(pose).transpose(1, 2)], dim=1)
+        visual = self.frame_features(frames)
+        if self.training and self.cfg.visual_dropout > 0:  # modality dropout: the pose alone must also work
+            keep = torch.rand(visual.shape[0], 1, 1, device=visual.device) >= self.cfg.visual_dropout
+            visual = visual * keep
+        pose = torch.cat([pose, pose_velocity(pose)], dim=-1)
+        x = torch.cat([visual, self.pose(pose).transpose(1, 2)], dim=1)
         x = self.temporal(self.project(x))
         out = {"logits": self.action_head(x).transpose(1, 2)}
         if self.keypoint_head is not None:

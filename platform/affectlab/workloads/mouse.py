@@ -65,7 +65,9 @@ class MouseConfig(TrainConfig):
     hidden: int = 512
     pose_hidden: int = 128
     dropout: float = 0.3
+    visual_dropout: float = 0.0  # multitask: share of training windows with the visual stream zeroed
     c3d_width: float = 1.0  # channel multiplier of the 3D CNNs
+    grad_checkpointing: bool = True  # multitask: recompute backbone activations (2 x 180 frames per step)
     backbone_lr_mult: float = 0.1
     # loss
     focal_gamma: float = 2.5
@@ -85,7 +87,8 @@ class MouseConfig(TrainConfig):
     brightness: float = 0.2
     contrast: float = 0.2
     temporal_dropout: float = 0.05  # probability that a frame's video and pose inputs are blanked
-    keypoint_jitter: float = 0.02  # std, normalised units; inputs only
+    rotate90: bool = False  # rotate each window's frames (and keypoint targets) by k x 90 degrees
+    keypoint_jitter: float = 0.003  # std, normalised units; inputs only (see docs: 0.02 swamps paw motion)
     # optimisation
     epochs: int = 30
     batch_size: int = 2
@@ -120,6 +123,19 @@ class MouseWorkload:
         return make_config(MouseConfig, values)
 
     # -- data ---------------------------------------------------------------------------
+    def synthetic_config(self, data_dir, write: bool = True) -> dict:
+        """Config values for a laptop run on a synthetic dataset in ``data_dir`` (used by jobs/sweep.py)."""
+        if write:
+            from affectlab.data.synthetic_mouse import write_synthetic_mouse
+
+            write_synthetic_mouse(data_dir, n_animals=8, size=128)
+        return {**PRESETS["tiny"], "data_dir": str(data_dir)}
+
+    def n_folds(self, cfg: MouseConfig) -> int:
+        """Folds of ``--cv`` (grouped by animal); checks the data files on the way."""
+        self.splits(cfg, 0)
+        return cfg.cv_folds
+
     def splits(self, cfg: MouseConfig, fold: int | None) -> dict[str, list[tuple[int, Trial]]]:
         """``{split: [(trial_id, Trial)]}`` grouped by animal; ``trial_id`` indexes the sorted discovery."""
         trials = discover(cfg.data_dir, prefer_filtered=cfg.prefer_filtered)
@@ -173,7 +189,7 @@ class MouseWorkload:
             use_weights = cfg.pretrained if pretrained is None else (cfg.pretrained and pretrained)
             model = MouseMultiTask(MultiTaskConfig(
                 backbone=cfg.backbone, pretrained=use_weights, weights_path=cfg.weights_path, image_size=cfg.input_size,
-                pose_hidden=cfg.pose_hidden, hidden=cfg.hidden, dropout=cfg.dropout,
+                pose_hidden=cfg.pose_hidden, hidden=cfg.hidden, dropout=cfg.dropout, visual_dropout=cfg.visual_dropout, grad_checkpointing=cfg.grad_checkpointing,
             ))  # fmt: skip
         if cfg.ema:
             model = EMAModel(model, cfg.ema_decay)
@@ -223,9 +239,12 @@ class MouseWorkload:
             frames = torch.where(dropped[..., None, None], mean.expand_as(frames), frames)
             noise = torch.randn(keypoints.shape, generator=generator, device=dev) * cfg.keypoint_jitter
             inputs_kp = keypoints + noise
-        pose = pose_features_torch(inputs_kp * wh, batch["kp_missing"])
+        pose = pose_features_torch(inputs_kp * wh, batch["kp_missing"])  # rotation-invariant: before rotating
         if dropped is not None:
             pose = pose.masked_fill(dropped[..., None], 0.0)
+        if generator is not None and cfg.augment and cfg.rotate90:
+            turns = torch.randint(0, 4, (frames.shape[0],), generator=generator, device=frames.device)
+            frames, keypoints = rotate_windows(frames, keypoints, turns)
         return {
             "frames": frames, "pose": pose, "labels": labels, "weights": weights,
             "kp_target": keypoints, "kp_mask": visible,
@@ -363,6 +382,17 @@ def keypoint_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, 
 # ---------------------------------------------------------------------------- helpers
 
 
+def rotate_windows(frames: torch.Tensor, keypoints: torch.Tensor, turns: torch.Tensor):
+    """Rotate window ``b`` by ``turns[b]`` x 90 degrees counter-clockwise: frames ``[B,T,H,W]``
+    and normalised keypoints ``[B,T,K,2]`` (each turn maps (x, y) to (y, 1 - x))."""
+    frames, keypoints = frames.clone(), keypoints.clone()
+    for b, k in enumerate(turns.tolist()):
+        frames[b] = torch.rot90(frames[b], k, dims=(-2, -1))
+        for _ in range(k):
+            keypoints[b] = torch.stack([keypoints[b, ..., 1], 1 - keypoints[b, ..., 0]], dim=-1)
+    return frames, keypoints
+
+
 def _stitch(predictions: dict) -> dict:
     p = predictions
     return mouse_metrics.stitch_trials(p["trial_id"], p["row"], p["probs"], p["labels"], p["ok"])
@@ -397,11 +427,11 @@ def mean_over_folds(per_fold: list[dict]) -> dict:
 PRESETS = {
     # The original multi-task recipe (defaults above), on a pretrained DINOv2 ViT-S/14 per frame.
     "paper": {},
-    # Finishes in a few minutes on a 2-core laptop with nothing to download: 48 px frames,
+    # Finishes in a few minutes on a 2-core laptop with nothing to download: 32 px frames,
     # 48-frame windows, a 4-block ResNet from scratch, narrow 3D CNNs.
     "tiny": {
-        "image_size": 48, "window": 48, "eval_window": 48, "backbone": "tiny_resnet", "pretrained": False,
-        "hidden": 64, "pose_hidden": 32, "dropout": 0.1, "c3d_width": 0.25, "backbone_lr_mult": 1.0,
-        "epochs": 8, "batch_size": 8, "lr": 1e-3, "oversample_max": 4.0, "cpus_per_worker": 2.0,
+        "image_size": 32, "window": 48, "eval_window": 48, "train_stride": 48, "backbone": "tiny_resnet", "pretrained": False,
+        "hidden": 64, "pose_hidden": 32, "dropout": 0.1, "c3d_width": 0.25, "backbone_lr_mult": 1.0, "grad_checkpointing": False,
+        "epochs": 8, "batch_size": 8, "lr": 1e-3, "oversample_max": 4.0,
     },
 }  # fmt: skip

@@ -1,0 +1,179 @@
+"""The mouse workload: splits by animal, aligned windows, augmentation alignment, skip-and-count,
+and the job end to end on the shared Ray cluster."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from affectlab.data.mouse import read_annotation
+from affectlab.data.mouse_windows import load_windows, window_items, window_starts
+from affectlab.data.synthetic_mouse import decode_stamp, write_synthetic_mouse
+from affectlab.workloads.mouse import PRESETS, MouseConfig, MouseWorkload
+
+SIZE = 32
+TEST_KEYS = ("accuracy", "macro_f1", "per_class_f1", "edit", "f1@10", "f1@25", "f1@50", "majority_baseline_macro_f1", "skipped_samples")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Two busy cores: one intra-op thread is faster than two fighting over them."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def mice(tmp_path_factory):
+    """Six animals, one 3-trial video each, 64 px."""
+    return write_synthetic_mouse(tmp_path_factory.mktemp("mice"), n_animals=6, size=64, seed=5)
+
+
+@pytest.fixture(scope="module")
+def stamped(tmp_path_factory):
+    """Two animals with the frame index stamped in a corner of every frame (alignment checks)."""
+    return write_synthetic_mouse(tmp_path_factory.mktemp("stamped"), n_animals=2, size=64, seed=5, stamp_frame_index=True)
+
+
+def _cfg(mice, **kw) -> MouseConfig:
+    values = {**PRESETS["tiny"], "data_dir": str(mice), "image_size": SIZE, "window": 32, "eval_window": 32}
+    return MouseConfig(**{**values, **kw})
+
+
+# ------------------------------------------------------------------ splits
+
+
+def test_no_animal_or_video_on_two_sides(mice):
+    workload = MouseWorkload()
+    cfg = _cfg(mice, cv_folds=3)
+    for fold in (None, 0, 1, 2):
+        parts = workload.splits(cfg, fold)
+        assert set(parts) == {"train", "val", "test"}
+        animals = {s: {t.animal_id for _, t in p} for s, p in parts.items()}
+        videos = {s: {t.video_id for _, t in p} for s, p in parts.items()}
+        for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+            assert not animals[a] & animals[b], (fold, a, b)
+            assert not videos[a] & videos[b], (fold, a, b)
+        assert sum(len(p) for p in parts.values()) == 18  # every trial on exactly one side
+    all_animals = {t.animal_id for p in workload.splits(cfg, None).values() for _, t in p}
+    tested = [sorted({t.animal_id for _, t in workload.splits(cfg, fold)["test"]}) for fold in range(3)]
+    assert sorted(a for fold in tested for a in fold) == sorted(all_animals)  # each animal tested once
+
+
+# ------------------------------------------------------------------ windows
+
+
+def test_windows_align_video_pose_and_labels(stamped):
+    """Every stream of a window reads the same video frames, also for trial 2/3 and 345-row trials."""
+    from affectlab.data.mouse import discover
+
+    trials = [(i, t) for i, t in enumerate(discover(stamped)) if t.trial > 1]
+    short = [(i, t) for i, t in trials if t.n_frames == 345]
+    assert short, "the synthetic data has a 345-row trial"
+    for trial_id, trial in (trials[0], short[0]):
+        labels = read_annotation(trial.annotation_path)
+        items = window_items([trial], [trial_id], [labels], 32, 100)
+        batch = {k: np.array([it[k] for it in items]) for k in items[0]}
+        out = load_windows(batch, 64)  # native size, so the stamp stays readable
+        truth = np.load(stamped / "Truth" / f"{trial.video_id}.npz")
+        assert out["ok"].all()
+        for w, row in enumerate(out["row"]):
+            frames = trial.start + row + np.arange(32)
+            assert [decode_stamp(f) for f in out["frames"][w]] == frames.tolist()
+            np.testing.assert_array_equal(out["labels"][w], truth["labels"][frames])
+            error = np.abs(out["keypoints"][w] * 64 - truth["keypoints"][frames])
+            assert np.median(error) < 1.0  # px; DLC noise, garbage points interpolated
+    assert window_starts(345, 32, 100) == [0, 100, 200, 300, 313]
+
+
+def test_augmentation_moves_every_stream_together():
+    """Roll with frames, keypoints, visibility, labels and weights all encoding the frame index."""
+    b, t = 4, 24
+    index = torch.arange(t).float()
+    batch = {
+        "frames": (index * 10).to(torch.uint8)[None, :, None, None].expand(b, t, 8, 8).clone(),
+        "keypoints": (index / 100)[None, :, None, None].expand(b, t, 6, 2).clone(),
+        "visible": (index % 2)[None, :, None].expand(b, t, 6).clone(),
+        "kp_missing": torch.zeros(b, 6), "labels": (torch.arange(t) % 6)[None].expand(b, t).clone(),
+        "weights": index[None].expand(b, t).clone(), "video_wh": torch.full((b, 2), 64.0), "ok": torch.ones(b),
+    }  # fmt: skip
+    cfg = MouseConfig(roll_prob=0.99, roll_max=5, brightness=0.0, contrast=0.0, temporal_dropout=0.0, keypoint_jitter=0.0)
+    x = MouseWorkload().prepare(batch, cfg, torch.Generator().manual_seed(3))
+    frame_index = torch.round(x["frames"][:, :, 0, 0] * 255 / 10)
+    assert not torch.equal(frame_index, index.expand(b, t)), "the roll moved something"
+    torch.testing.assert_close(torch.round(x["kp_target"][..., 0, 0] * 100), frame_index)
+    torch.testing.assert_close(x["kp_mask"][..., 0], frame_index % 2)
+    torch.testing.assert_close(x["labels"].float(), frame_index % 6)
+    torch.testing.assert_close(x["weights"], frame_index)
+
+
+def test_a_corrupt_video_is_skipped_and_counted(mice, tmp_path):
+    parts = MouseWorkload().splits(_cfg(mice), None)
+    trial_id, trial = parts["test"][0]
+    broken = tmp_path / trial.video_path.name
+    shutil.copy(trial.video_path, broken)
+    with open(broken, "r+b") as handle:
+        handle.truncate(broken.stat().st_size // 2)
+    labels = read_annotation(trial.annotation_path)
+    items = window_items([trial], [trial_id], [labels], 32, 200)
+    items[1]["video"] = str(broken)  # one window of three reads the damaged file
+    batch = {k: np.array([it[k] for it in items]) for k in items[0]}
+    out = load_windows(batch, SIZE, class_weights=np.full(6, 2.0, np.float32))
+    assert out["ok"].tolist() == [1, 0, 1]
+    assert (out["weights"][1] == 0).all() and (out["weights"][0] == 2).all()
+    predictions = {"probs": np.full((3, 32, 6), 1 / 6), "labels": out["labels"], "trial_id": out["trial_id"],
+                   "row": out["row"], "ok": out["ok"], "video_wh": out["video_wh"]}  # fmt: skip
+    assert MouseWorkload().evaluate(predictions)["skipped_samples"] == 1
+
+
+# ------------------------------------------------------------------ end to end
+
+
+def _run_job(tmp_path, mice, *extra):
+    import mouse_actions
+
+    argv = ["--data-dir", str(mice), "--output", str(tmp_path / "out"), "--image-size", str(SIZE), "--window", "32",
+            "--eval-window", "32", "--train-stride", "32", "--cpus-per-worker", "1", *extra]  # fmt: skip
+    return json.loads(mouse_actions.main(argv).read_text())
+
+
+def test_job_multitask_beats_the_majority_baseline_on_held_out_animals(ray_cluster, mice, tmp_path):
+    metrics = _run_job(tmp_path, mice, "--model", "multitask", "--preset", "tiny", "--epochs", "4")
+    for key in (*TEST_KEYS, "keypoint_mae_px", "confusion_matrix", "thresholds"):
+        assert key in metrics, key
+    assert list(metrics["per_class_f1"]) == ["rest", "paw_withdraw", "paw_lick", "paw_shake", "walk", "active"]
+    assert metrics["macro_f1"] > metrics["majority_baseline_macro_f1"] + 0.1, metrics
+    assert metrics["skipped_samples"] == 0
+    test_animals, train_animals = set(metrics["animals"]["test"]), set(metrics["animals"]["train"])
+    assert test_animals and not test_animals & train_animals
+    out = tmp_path / "out"
+    assert (out / "report.html").stat().st_size > 10_000  # figures are embedded
+    thresholds = json.loads((out / "checkpoint" / "thresholds.json").read_text())
+    assert len(thresholds["thresholds"]) == 6 and (out / "checkpoint" / "model.safetensors").is_file()
+
+
+def test_job_cv_runs_grouped_folds_as_tune_trials(ray_cluster, mice, tmp_path):
+    metrics = _run_job(tmp_path, mice, "--model", "c3d_light", "--preset", "tiny", "--epochs", "1", "--cv", "2")
+    assert [f["fold"] for f in metrics["folds"]] == [0, 1]
+    tested = [set(f["animals"]["test"]) for f in metrics["folds"]]
+    assert not tested[0] & tested[1]
+    for f in metrics["folds"]:
+        assert not set(f["animals"]["test"]) & (set(f["animals"]["train"]) | set(f["animals"]["val"]))
+    for key in TEST_KEYS:
+        assert key in metrics, key
+    assert (tmp_path / "out" / "fold_1" / "thresholds.json").is_file()
+
+
+def test_job_fails_fast_on_bad_input(tmp_path, mice):
+    import mouse_actions
+
+    with pytest.raises(SystemExit, match="folder not found"):
+        mouse_actions.main(["--data-dir", str(tmp_path / "nowhere"), "--output", str(tmp_path / "o")])
+    root = shutil.copytree(mice, tmp_path / "copy")
+    ghost = "prediction_shortened_2023-11-01_CFA_099_999M_tracking.mp4_1.csv"
+    shutil.copy(next((root / "Annotations").glob("*.csv")), root / "Annotations" / ghost)
+    with pytest.raises(SystemExit, match="999M_tracking.mp4"):
+        mouse_actions.main(["--data-dir", str(root), "--output", str(tmp_path / "o")])
