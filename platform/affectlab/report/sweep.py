@@ -14,6 +14,7 @@ import json
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator, NullFormatter
 from scipy.stats import spearmanr
 
 from affectlab.report.html import Section, new_figure, write_report
@@ -67,6 +68,7 @@ def metric_by_trial_figure(trials: pd.DataFrame, metric: str, mode: str):
     if len(done):
         best = done[metric].cummax() if mode == "max" else done[metric].cummin()
         ax.step(done["number"], best, where="post", color="tab:green", label="best completed so far")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial (in start order)")
     ax.set_ylabel(metric)
     ax.legend(fontsize="small")
@@ -100,10 +102,16 @@ def parameter_figure(trials: pd.DataFrame, params: dict, metric: str):
             x = x.astype(str).map({label: k for k, label in enumerate(labels)})
         elif distribution == "loguniform" or (distribution == "choice" and len(x) and (x > 0).all() and x.max() / x.min() > 100):
             ax.set_xscale("log")
+            if len(x):  # a few labelled ticks: matplotlib's minor labels collide on short ranges
+                ticks = np.geomspace(x.min(), x.max(), 3) if x.max() > x.min() else [x.min()]
+                ax.set_xticks(ticks, [f"{t:.2g}" for t in ticks])
+                ax.xaxis.set_minor_formatter(NullFormatter())
         for status, (marker, colour) in STATUS_STYLE.items():
             part = scored["status"] == status
             if part.any():
-                ax.scatter(x[part], scored.loc[part, metric], marker=marker, color=colour)
+                ax.scatter(x[part], scored.loc[part, metric], marker=marker, color=colour, label=status.lower().replace("_", " "))
+        if i == 0:
+            ax.legend(fontsize="small")
         ax.set_xlabel(name)
         ax.set_ylabel(metric)
     fig.tight_layout()

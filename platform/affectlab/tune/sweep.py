@@ -24,7 +24,6 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from queue import Empty
 
 import numpy as np
 import pandas as pd
@@ -34,7 +33,7 @@ import ray.train
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
-from ray.util.queue import Queue
+from ray.util.queue import Empty, Queue
 
 from affectlab.train.checkpoint import METRICS_FILE, MODEL_FILE, write_json
 from affectlab.train.run import fit
