@@ -18,6 +18,9 @@ def quiet_train_pg_cleaner() -> None:
     """``worker_process_setup_hook``: silence the placement-group cleaner's polling noise and
     Ray Data's per-dataset progress bars in workers (the epoch lines say what matters)."""
     ray.data.DataContext.get_current().enable_progress_bars = False
+    # Train's placement-group cleaner finds the cluster through the State API; with more
+    # than one Ray instance on a machine that lookup fails and stopped trials keep their CPUs.
+    os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
     logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
 
 

@@ -124,10 +124,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         print(_epoch_line(epoch, cfg.epochs, metrics, cfg.select_metric), flush=True)
         with tempfile.TemporaryDirectory() as d:
             save_checkpoint(d, best_state, workload.name, config_to_dict(cfg), metrics)
-            if metrics.get("best_epoch") != epoch:
-                save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, f"{d}/{LAST_MODEL_FILE}")
-            state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch, "best_value": best_value}
-            torch.save(state, Path(d) / STATE_FILE)
+            save_train_state(d, module, optimizer, scheduler, epoch, best_value, weights_are_best=metrics.get("best_epoch") == epoch)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d), checkpoint_dir_name=f"epoch_{epoch:03d}")
 
     # The selected weights predict every evaluation split once.
@@ -136,17 +133,28 @@ def train_loop_per_worker(loop_config: dict) -> None:
         return
     if best_state is None:
         raise RuntimeError("training finished without a single validated epoch (epochs must be ≥ 1)")
-    module.load_state_dict(best_state)
-    final = {"final": 1, f"best_{cfg.select_metric}": best_value}
-    arrays = {}
-    for split in eval_splits:
-        predictions = predict(split)
-        final.update({f"{split}_{k}": v for k, v in workload.evaluate(predictions).items()})
-        arrays.update({f"{split}/{k}": v for k, v in predictions.items()})
     with tempfile.TemporaryDirectory() as d:
+        # resumable too: a later run with more epochs continues from here
+        save_train_state(d, module, optimizer, scheduler, max(start_epoch, cfg.epochs) - 1, best_value, weights_are_best=False)
+        module.load_state_dict(best_state)
+        final = {"final": 1, f"best_{cfg.select_metric}": best_value}
+        arrays = {}
+        for split in eval_splits:
+            predictions = predict(split)
+            final.update({f"{split}_{k}": v for k, v in workload.evaluate(predictions).items()})
+            arrays.update({f"{split}/{k}": v for k, v in predictions.items()})
         save_checkpoint(d, best_state, workload.name, config_to_dict(cfg), final)
         np.savez(Path(d) / PREDICTIONS_FILE, **arrays)
         ray.train.report(final, checkpoint=ray.train.Checkpoint.from_directory(d), checkpoint_dir_name="final")
+
+
+def save_train_state(d, module, optimizer, scheduler, epoch: int, best_value, weights_are_best: bool) -> None:
+    """What resuming needs beside the best weights: the latest weights (unless they are
+    the best ones), the optimizer and schedule, and where the run stood."""
+    if not weights_are_best:
+        save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, f"{d}/{LAST_MODEL_FILE}")
+    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch, "best_value": best_value}
+    torch.save(state, Path(d) / STATE_FILE)
 
 
 def _epoch_line(epoch: int, epochs: int, metrics: dict, select: str) -> str:
