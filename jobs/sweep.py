@@ -19,36 +19,9 @@ from affectlab.tune.sweep import SweepError, run_sweep
 from affectlab.workloads import get_workload, workload_names
 
 
-def synthetic_values(workload, data_dir: Path, write: bool) -> dict:
-    """Config values for a laptop run on a synthetic dataset written to ``data_dir``: the
-    workload's ``tiny`` preset and where the data is. A workload can supply its own
-    ``synthetic_config(data_dir, write)``; pain's is here until it does."""
-    if hasattr(workload, "synthetic_config"):
-        return workload.synthetic_config(data_dir, write)
-    if workload.name == "pain":
-        from affectlab.data.synthetic_pain import write_synthetic_unbc
-        from affectlab.workloads.pain import PRESETS
-
-        if write:
-            write_synthetic_unbc(data_dir)
-        return {**PRESETS["tiny"], "data_dir": str(data_dir), "dataset": "unbc", "protocol": "5fold"}
-    raise SystemExit(f"--synthetic is not available for workload {workload.name!r} yet; give --data-dir")
-
-
-def fold_count(workload, cfg) -> int | None:
-    """How many folds the data has (validating its files first), when the workload can say."""
-    if hasattr(workload, "n_folds"):
-        return workload.n_folds(cfg)
-    if workload.name == "pain" and cfg.dataset == "unbc":
-        from affectlab.data.unbc import UNBC
-
-        return len(UNBC.open(cfg.data_dir, cfg.protocol).folds)
-    return None
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--workload", required=True, choices=workload_names())
+    p.add_argument("--workload", required=True, choices=workload_names(), help="which workload to sweep")
     p.add_argument("--space", required=True, help="search-space YAML (see docs/sweeps.md)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data-dir", help="the workload's data in its native layout")
@@ -66,7 +39,7 @@ def main() -> None:
     p.add_argument("--wandb", choices=["off", "offline", "online"], default="offline", help="Weights & Biases tracking of every trial")
     p.add_argument("--gpu", action="store_true", help="one GPU per Train worker, mixed precision")
     p.add_argument("--workers", type=int, help="Ray Train workers per run (DDP when > 1)")
-    p.add_argument("--cpus-per-worker", type=float)
+    p.add_argument("--cpus-per-worker", type=float, help="CPUs reserved by each Train worker")
     p.add_argument("--storage", help="Ray storage path (s3://... on a multi-node cluster); default OUTPUT/ray_results")
     args = p.parse_args()
 
@@ -78,14 +51,14 @@ def main() -> None:
     workload = get_workload(args.workload)
     if args.synthetic:
         data_dir = output / "data"
-        base = synthetic_values(workload, data_dir, write=not (args.resume and data_dir.exists()))
+        base = workload.synthetic_config(data_dir, write=not (args.resume and data_dir.exists()))
     else:
         base = {"data_dir": str(Path(args.data_dir).resolve())}
     cluster = {"use_gpu": args.gpu or None, "num_workers": args.workers, "cpus_per_worker": args.cpus_per_worker}
     base.update({k: v for k, v in cluster.items() if v is not None})
 
     cfg = workload.make_config({**base, **space.fixed})
-    n_folds = fold_count(workload, cfg)  # also checks the data files before anything runs
+    n_folds = workload.n_folds(cfg)  # also checks the data files before anything runs
     if args.cv:
         folds = [int(f) for f in args.folds.split(",")] if args.folds else list(range(n_folds or 0))
         if not folds:

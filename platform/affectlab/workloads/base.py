@@ -9,7 +9,9 @@ A workload is a small object with:
   in ``eval_splits`` (predicted once, with the selected weights, at the end of a run);
 - ``build_model(cfg, pretrained=None)`` and ``param_groups(model, cfg)``;
 - ``train_step(model, batch, cfg, generator)`` → (loss, {term: value});
-- ``predict(model, batches)`` → dict of numpy arrays, and ``evaluate(predictions)`` → metrics.
+- ``predict(model, batches)`` → dict of numpy arrays, and ``evaluate(predictions)`` → metrics;
+- ``synthetic_config(data_dir, write)`` → config values for a laptop run on synthetic data
+  written in the native format, and ``n_folds(cfg)`` → how many CV folds the data has.
 """
 
 from __future__ import annotations

@@ -122,6 +122,22 @@ class PainWorkload:
             out[split] = pain_data.files_dataset(part, refs, paths, cfg.image_size)
         return out
 
+    def synthetic_config(self, data_dir, write: bool = True) -> dict:
+        """Config values for a laptop run on a synthetic UNBC dataset in ``data_dir``."""
+        if write:
+            from affectlab.data.synthetic_pain import write_synthetic_unbc
+
+            write_synthetic_unbc(data_dir)
+        return {**PRESETS["tiny"], "data_dir": str(data_dir), "dataset": "unbc", "protocol": "5fold"}
+
+    def n_folds(self, cfg: PainConfig) -> int | None:
+        """Folds of the UNBC data (validating its files on the way); 3D-Pain has none."""
+        if cfg.dataset != "unbc":
+            return None
+        from affectlab.data.unbc import UNBC
+
+        return len(UNBC.open(cfg.data_dir, cfg.protocol).folds)
+
     # -- model --------------------------------------------------------------------------
     def build_model(self, cfg: PainConfig, pretrained: bool | None = None):
         model = build_vitpain(cfg.model_config(), pretrained=pretrained)
