@@ -2,6 +2,7 @@
 
 import argparse
 import time
+from pathlib import Path
 
 from affectlab.workloads.pain import PRESETS, PainConfig
 
@@ -84,3 +85,25 @@ def config(args, defaults: dict | None = None, **fixed) -> PainConfig:
 def run_name(prefix: str) -> str:
     """A fresh name per run: a reused name would silently resume an old run."""
     return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def train_one_run(cfg: PainConfig, output: Path, name: str, storage: str | None, title: str) -> dict:
+    """One Ray Train run (no folds): train, copy the final checkpoint to OUTPUT/checkpoint,
+    write OUTPUT/metrics.json and OUTPUT/report.html; returns the evaluation metrics."""
+    from affectlab.ray_utils import init_ray
+    from affectlab.report.pain import write_run_report
+    from affectlab.train.checkpoint import write_json
+    from affectlab.train.loop import read_predictions
+    from affectlab.train.run import fit_to_directory
+    from affectlab.workloads import get_workload
+
+    init_ray()
+    workload = get_workload("pain")
+    datasets = workload.datasets(cfg, fold=None)  # validates the data before any training
+    result, checkpoint = fit_to_directory(workload, cfg, datasets, output, run_name(name), storage)
+    splits = tuple(f"{s}_" for s in workload.eval_splits) + ("best_",)
+    metrics = {k: v for k, v in result.metrics.items() if k.startswith(splits)}
+    write_json(output / "metrics.json", {**metrics, "checkpoint": str(checkpoint), "config": vars(cfg)})
+    report = write_run_report(output / "report.html", title, metrics, read_predictions(checkpoint))
+    print(f"checkpoint: {checkpoint}\nmetrics: {output / 'metrics.json'}\nreport:  {report}")
+    return metrics

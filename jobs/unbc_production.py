@@ -16,12 +16,6 @@ import _pain_args
 
 from affectlab.data.synthetic_pain import write_synthetic_unbc
 from affectlab.data.unbc import UNBC
-from affectlab.ray_utils import init_ray
-from affectlab.report.pain import write_run_report
-from affectlab.train.checkpoint import write_json
-from affectlab.train.loop import read_predictions
-from affectlab.train.run import fit_to_directory
-from affectlab.workloads import get_workload
 
 
 def main() -> None:
@@ -32,15 +26,8 @@ def main() -> None:
     data_dir = Path(args.data_dir).resolve() if args.data_dir else write_synthetic_unbc(output / "data")
     cfg = _pain_args.config(args, data_dir=str(data_dir), dataset="unbc", protocol="all")
     UNBC.open(data_dir, "all")  # validates every file and key before any work
-    init_ray()
-    workload = get_workload("pain")
-    datasets = workload.datasets(cfg, fold=None)  # validates the data before any training
-    result, checkpoint = fit_to_directory(workload, cfg, datasets, output, _pain_args.run_name("unbc-production"), args.storage)
-    metrics = {k: v for k, v in result.metrics.items() if k.startswith(("val_", "train_eval_", "best_"))}
-    write_json(output / "metrics.json", {**metrics, "checkpoint": str(checkpoint), "config": vars(cfg)})
-    report = write_run_report(output / "report.html", "UNBC production model", metrics, read_predictions(checkpoint))
+    metrics = _pain_args.train_one_run(cfg, output, "unbc-production", args.storage, "UNBC production model")
     print(f"inner validation subjects: MAE {metrics['val_mae']:.3f}, Pearson {metrics['val_pearson']:.3f}")
-    print(f"checkpoint: {checkpoint}\nmetrics: {output / 'metrics.json'}\nreport:  {report}")
 
 
 if __name__ == "__main__":

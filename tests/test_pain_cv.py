@@ -87,3 +87,26 @@ def test_two_workers_train_with_ddp(ray_cluster, tiny_pain_config, tmp_path):
     # each rank trains on its half of the shard: rank 0 saw about n/2 rows
     assert epoch["train_steps"] == -(-(n_train // 2) // cfg.batch_size)
     assert result.metrics["final"] and np.isfinite(result.metrics["val_pearson"])
+
+
+def test_pretraining_then_production_from_its_checkpoint(ray_cluster, tmp_path, monkeypatch):
+    """Stage 1 on synthetic 3D-Pain, then stage 3 on synthetic UNBC starting from it."""
+    import pain3d_pretrain
+    import unbc_production
+
+    stage1 = tmp_path / "pain3d"
+    run_job(monkeypatch, pain3d_pretrain, "--synthetic", "--output", str(stage1), "--epochs", "2", "--wandb", "off",
+            "--cpus-per-worker", "0.5")  # fmt: skip
+    m1 = json.loads((stage1 / "metrics.json").read_text())
+    assert {"val_mae", "test_mae", "test_pearson"} <= set(m1)
+    assert m1["config"]["w_au"] == 1.0 and m1["config"]["select_metric"] == "val_mae"  # the stage-1 recipe
+
+    stage3 = tmp_path / "production"
+    run_job(monkeypatch, unbc_production, "--synthetic", "--output", str(stage3), "--epochs", "1", "--wandb", "off",
+            "--cpus-per-worker", "0.5", "--pretrained-checkpoint", str(stage1 / "checkpoint"))  # fmt: skip
+    m3 = json.loads((stage3 / "metrics.json").read_text())
+    assert {"val_mae", "val_pearson", "train_eval_mae"} <= set(m3) and "test_mae" not in m3
+    state, config, _ = read_checkpoint(stage3 / "checkpoint")
+    assert config["config"]["pretrained_checkpoint"] == str(stage1 / "checkpoint")
+    assert config["config"]["protocol"] == "all"
+    assert "<img" in (stage3 / "report.html").read_text()
