@@ -6,6 +6,7 @@ import importlib
 
 _WORKLOADS = {
     "pain": "affectlab.workloads.pain:PainWorkload",
+    "mouse": "affectlab.workloads.mouse:MouseWorkload",
 }
 
 
