@@ -142,3 +142,20 @@ def test_augmentation_is_seeded_and_stays_in_range():
     c = augment_faces(images, torch.Generator().manual_seed(2))
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert a.min() >= 0 and a.max() <= 1
+
+
+@pytest.mark.parametrize("use_reference", [True, False])
+def test_a_training_step_with_and_without_references(use_reference):
+    from affectlab.workloads.pain import PainWorkload
+
+    torch.manual_seed(0)
+    cfg = PainConfig(**{**PRESETS["tiny"], "use_reference": use_reference})
+    workload = PainWorkload()
+    model = workload.build_model(cfg)
+    batch = {"image": torch.randint(0, 255, (4, 3, 48, 48), dtype=torch.uint8),
+             "reference": torch.randint(0, 255, (4, 2, 3, 48, 48), dtype=torch.uint8),
+             "pspi": torch.tensor([0.0, 2.0, 5.0, 9.0]), "aus": torch.rand(4, 6)}  # fmt: skip
+    loss, terms = workload.train_step(model, batch, cfg, torch.Generator().manual_seed(0))
+    w = cfg.w_pspi * terms["pspi_loss"] + cfg.w_au * terms["au_loss"] + cfg.w_binary * terms["binary_loss"]
+    assert loss.item() == pytest.approx(w, rel=1e-5)  # the total is the configured weighted sum
+    assert (model.neutral_encoder is None) != use_reference

@@ -153,13 +153,15 @@ class PainWorkload:
     # -- training -----------------------------------------------------------------------
     @staticmethod
     def _inputs(model, batch: dict, cfg: PainConfig, generator: torch.Generator | None = None):
+        """uint8 batches → [0, 1] floats; training (a generator given) takes one reference shot
+        and augments it independently of the target; evaluation keeps every shot."""
         image = batch["image"].float() / 255
         reference = batch["reference"].float() / 255 if cfg.use_reference else None
+        if reference is not None and (generator is not None or reference.shape[1] == 1):
+            reference = reference[:, 0]
         if generator is not None and cfg.augment:
             image = augment_faces(image, generator)
-            reference = augment_faces(reference[:, 0], generator)  # drawn independently
-        elif reference is not None and reference.shape[1] == 1:
-            reference = reference[:, 0]
+            reference = augment_faces(reference, generator) if reference is not None else None
         return image, reference
 
     def train_step(self, model, batch: dict, cfg: PainConfig, generator: torch.Generator):
