@@ -22,7 +22,7 @@ from pathlib import Path
 
 from affectlab.data.mouse import MouseDataError
 from affectlab.data.synthetic_mouse import write_synthetic_mouse
-from affectlab.workloads.mouse import MODELS, PRESETS, MouseConfig
+from affectlab.workloads.mouse import MODELS, PRESETS, MouseConfig, preset_values
 
 # option -> MouseConfig field, for options that map one to one
 _FIELDS = {
@@ -44,7 +44,7 @@ def parser() -> argparse.ArgumentParser:
     src.add_argument("--synthetic", action="store_true", help="write a synthetic dataset in exactly the native formats under OUTPUT/data and run on it")
     p.add_argument("--output", required=True, help="directory for metrics.json, report.html and checkpoints")
     p.add_argument("--model", choices=MODELS, default="multitask", help="c3d / c3d_light: 3D CNN on video; dual_stream: video + pose MLP with temporal attention; multitask: per-frame image backbone + pose graph + dilated TCN + keypoint head")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="starting settings: 'paper' (the original multi-task recipe) or 'tiny' (a few minutes on a 2-core laptop); default: tiny with --synthetic, paper otherwise")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="starting settings: 'paper' (the original multi-task recipe) or 'tiny' (a few minutes on a 2-core laptop; 64 px frames and 12 epochs for the video-only 3D CNNs); default: tiny with --synthetic, paper otherwise")
     p.add_argument("--cv", type=int, metavar="K", help="K folds grouped by animal, trained as parallel Ray Tune trials (default: one train/val/test split)")
     p.add_argument("--max-concurrent", type=int, help="with --cv: folds trained at once (default: as many as the cluster fits)")
     d = p.add_argument_group("data")
@@ -93,7 +93,7 @@ def parser() -> argparse.ArgumentParser:
 
 def config(args, data_dir: Path) -> MouseConfig:
     """Preset, then the user's options, then what the job fixes."""
-    values = dict(PRESETS[args.preset or ("tiny" if args.synthetic else "paper")])
+    values = preset_values(args.preset or ("tiny" if args.synthetic else "paper"), args.model)
     values.update({field: getattr(args, opt) for opt, field in _FIELDS.items() if getattr(args, opt, None) is not None})
     for flag, field in (("no_pretrained", "pretrained"), ("no_class_weights", "class_weights"), ("no_oversample", "oversample"), ("no_augment", "augment")):
         if getattr(args, flag):

@@ -8,10 +8,11 @@ keeps C3D's eight convolutions (64-128-256-256-512-512-512-512, pools after conv
 video pipeline. The light network has four narrow convolutions and a strided first one,
 for CPUs and small GPUs.
 
-Normalisation is GroupNorm applied to each frame separately: it neither depends on the
-other windows of a batch (BatchNorm's statistics from a couple of strongly correlated
-windows are poor, and differ between training and evaluation) nor on other frames, so
-every frame's logits depend only on its receptive field.
+Each convolution is followed by BatchNorm3d (the usual modern C3D; the 2015 network had
+none and does not train from scratch in a few epochs). In evaluation it is a fixed affine
+map per channel, so every frame's logits depend only on its receptive field.
+``norm="frame_group"`` (GroupNorm over each frame) is there for batches too small for
+batch statistics.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class C3DConfig:
     channels: tuple[int, ...] = (64, 128, 256, 256, 512, 512, 512, 512)
     pool_after: tuple[int, ...] = (0, 1, 3, 5, 7)  # conv indices followed by 1x2x2 max pooling
     first_stride: int = 1  # spatial stride of the first convolution
+    norm: str = "batch"  # "batch" (BatchNorm3d) or "frame_group" (GroupNorm per frame)
     head_hidden: int = 512
     dropout: float = 0.5
     num_classes: int = NUM_CLASSES
@@ -55,6 +57,14 @@ class FrameGroupNorm(nn.GroupNorm):
         return super().forward(frames).reshape(b, t, c, h, w).transpose(1, 2)
 
 
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm3d(channels)
+    if kind == "frame_group":
+        return FrameGroupNorm(channels)
+    raise ValueError(f"C3D norm must be 'batch' or 'frame_group', got {kind!r}")
+
+
 class C3DTrunk(nn.Module):
     """The convolutional part: ``[B, T, H, W]`` in [0, 1] -> per-frame features ``[B, C, T]``."""
 
@@ -63,7 +73,7 @@ class C3DTrunk(nn.Module):
         layers, c_in = [], 1
         for i, c_out in enumerate(cfg.channels):
             stride = (1, cfg.first_stride, cfg.first_stride) if i == 0 else 1
-            layers += [nn.Conv3d(c_in, c_out, 3, stride=stride, padding=1, bias=False), FrameGroupNorm(c_out), nn.ReLU(inplace=True)]
+            layers += [nn.Conv3d(c_in, c_out, 3, stride=stride, padding=1, bias=False), _norm(cfg.norm, c_out), nn.ReLU(inplace=True)]
             if i in cfg.pool_after:
                 layers.append(nn.MaxPool3d((1, 2, 2), ceil_mode=True))
             c_in = c_out
@@ -72,7 +82,7 @@ class C3DTrunk(nn.Module):
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         x = (frames.unsqueeze(1) - 0.5) / 0.25  # grayscale: a fixed, dataset-free normalisation
-        return self.features(x).mean(dim=(3, 4))
+        return self.features(x).amax(dim=(3, 4))  # max, not mean: the animal is a small part of the frame
 
 
 class C3D(nn.Module):

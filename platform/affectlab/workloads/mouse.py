@@ -405,12 +405,15 @@ def _keypoint_mae(predictions: dict) -> float:
 
 
 def mean_over_folds(per_fold: list[dict]) -> dict:
-    """Mean (and standard deviation) of the scalar test metrics over folds; per-class F1 by name."""
+    """Mean (and standard deviation) of the scalar test metrics over folds, summed counts,
+    per-class F1 by name (mean over the folds where it is defined), summed confusion matrix."""
     out = {}
     for key, value in per_fold[0].items():
         if key == "fold":
             continue
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if key in ("skipped_samples", "n_test_frames", "n_test_trials"):  # counts add up
+            out[key] = int(sum(f[key] for f in per_fold))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
             values = np.array([f[key] for f in per_fold], dtype=np.float64)
             out[key] = float(np.nanmean(values))
             out[f"{key}_std"] = float(np.nanstd(values))
@@ -435,3 +438,19 @@ PRESETS = {
         "epochs": 8, "batch_size": 8, "lr": 1e-3, "oversample_max": 4.0,
     },
 }  # fmt: skip
+
+# What a preset changes for one model: the 3D CNNs see only pixels, so on a laptop they get
+# larger frames and more epochs than the pose-driven models.
+MODEL_PRESETS = {
+    "tiny": {
+        "c3d": {"image_size": 48, "c3d_width": 0.125, "epochs": 12},
+        "c3d_light": {"image_size": 64, "epochs": 12},
+    },
+}
+
+
+def preset_values(preset: str, model: str) -> dict:
+    """The config values of ``preset`` for ``model``: ``PRESETS`` then ``MODEL_PRESETS``."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; available: {sorted(PRESETS)}")
+    return {**PRESETS[preset], **MODEL_PRESETS.get(preset, {}).get(model, {}), "model": model}
