@@ -63,7 +63,8 @@ class MultiTaskConfig:
 def create_backbone(name: str, image_size: int, pretrained: bool, weights_path: str | None = None) -> tuple[nn.Module, float, float]:
     """A timm model with one input channel and no classifier, and its grayscale mean/std."""
     kwargs = {"num_classes": 0, "in_chans": 1}
-    if name in TINY_BACKBONES:
+    tiny = name in TINY_BACKBONES
+    if tiny:
         if pretrained:
             raise ValueError(f"backbone {name!r} is a small test network with no pretrained weights; set pretrained=False")
         name, extra = TINY_BACKBONES[name]
@@ -80,11 +81,13 @@ def create_backbone(name: str, image_size: int, pretrained: bool, weights_path: 
             "Give a local weights file (weights_path / --weights-path) or use random initialisation "
             "(pretrained=False / --no-pretrained)."
         ) from error
-    if pretrained:  # timm folded the RGB filters into one gray channel: normalise gray the same way
+    # The normalisation depends on the backbone only, never on whether weights were loaded,
+    # so a checkpoint rebuilt without downloading (pretrained=False) sees the same inputs.
+    if tiny:
+        mean, std = 0.5, 0.25
+    else:  # timm folds the RGB filters into one gray channel: normalise gray the same way
         mean = float(sum(model.pretrained_cfg["mean"]) / 3)
         std = float(sum(model.pretrained_cfg["std"]) / 3)
-    else:
-        mean, std = 0.5, 0.25
     return model, mean, std
 
 

@@ -79,6 +79,8 @@ def _summary_rows(metrics: dict) -> list[dict]:
         rows.append({"metric": f"{key} (MS-TCN, 0-100, rest counted)", "value": f"{metrics[key]:.1f}"})
     if "keypoint_mae_px" in metrics:
         rows.append({"metric": "keypoint MAE (px)", "value": f"{metrics['keypoint_mae_px']:.2f}"})
+    if "keypoint_baseline_mae_px" in metrics:
+        rows.append({"metric": "keypoint MAE of the mean validation position (px)", "value": f"{metrics['keypoint_baseline_mae_px']:.2f}"})
     rows.append({"metric": "skipped samples", "value": str(metrics["skipped_samples"])})
     return rows
 

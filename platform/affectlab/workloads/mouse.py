@@ -189,7 +189,8 @@ class MouseWorkload:
             use_weights = cfg.pretrained if pretrained is None else (cfg.pretrained and pretrained)
             model = MouseMultiTask(MultiTaskConfig(
                 backbone=cfg.backbone, pretrained=use_weights, weights_path=cfg.weights_path, image_size=cfg.input_size,
-                pose_hidden=cfg.pose_hidden, hidden=cfg.hidden, dropout=cfg.dropout, visual_dropout=cfg.visual_dropout, grad_checkpointing=cfg.grad_checkpointing,
+                pose_hidden=cfg.pose_hidden, hidden=cfg.hidden, dropout=cfg.dropout, visual_dropout=cfg.visual_dropout,
+                grad_checkpointing=cfg.grad_checkpointing,
             ))  # fmt: skip
         if cfg.ema:
             model = EMAModel(model, cfg.ema_decay)
@@ -338,6 +339,11 @@ class MouseWorkload:
         }
         if "kp_pred" in predictions["test"]:
             metrics["keypoint_mae_px"] = _keypoint_mae(predictions["test"])
+            # For scale: predicting each keypoint's mean position on the validation animals.
+            v, t = predictions["val"], predictions["test"]
+            seen = v["kp_mask"][..., None] * (v["ok"][:, None, None, None] > 0)
+            mean_position = (v["kp_true"] * seen).sum((0, 1)) / np.maximum(seen.sum((0, 1)), 1)
+            metrics["keypoint_baseline_mae_px"] = _keypoint_mae({**t, "kp_pred": np.broadcast_to(mean_position, t["kp_true"].shape)})
         sequences = [
             {"name": f"{trial_of[i].video_id} trial {trial_of[i].trial}", "true": s["labels"], "pred": p}
             for (i, s), p in zip(test.items(), preds)
