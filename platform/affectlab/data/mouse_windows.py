@@ -37,7 +37,6 @@ import math
 import cv2
 import numpy as np
 import ray
-import torch
 
 from affectlab.data.mouse import CLASS_NAMES, MouseDataError, Trial, read_annotation, read_dlc, read_video_frames
 from affectlab.data.pose import ANGLES, BODY_LENGTH_FLOOR, EDGES, NUM_POSE_FEATURES, interpolate_low_likelihood
@@ -113,7 +112,7 @@ def oversample_repeats(window_labels: list[np.ndarray], counts: np.ndarray, max_
     return repeats
 
 
-def window_dataset(items: list[dict], image_size: int, min_likelihood: float = 0.9, class_weights=None, windows_per_task: int = 4):
+def window_dataset(items: list[dict], image_size: int, min_likelihood: float = 0.9, class_weights=None, windows_per_task: int = 8):
     """A Ray Dataset of decoded windows (see the module docstring for the columns)."""
     if not items:
         raise ValueError("no windows to read")
@@ -208,7 +207,7 @@ def load_windows(batch: dict, image_size: int, min_likelihood: float = 0.9, clas
 # ---------------------------------------------------------------------------- pose features on tensors
 
 
-def pose_features_torch(points: torch.Tensor, missing: torch.Tensor | None = None) -> torch.Tensor:
+def pose_features_torch(points: "torch.Tensor", missing: "torch.Tensor | None" = None) -> "torch.Tensor":
     """The 18 pose features of ``affectlab.data.pose`` on a batch: ``[B,T,6,2]`` px -> ``[B,T,18]``.
 
     ``points`` are already interpolated (``interpolate_low_likelihood``); ``missing``
@@ -216,6 +215,8 @@ def pose_features_torch(points: torch.Tensor, missing: torch.Tensor | None = Non
     floor uses the median over the ``T`` frames given, as the numpy version does over its
     sequence.
     """
+    import torch  # here, not at the top: Ray Data workers that only decode never import torch
+
     points = points.float()
     b, t = points.shape[:2]
     missing = torch.zeros(b, 6, dtype=torch.bool, device=points.device) if missing is None else missing.bool()

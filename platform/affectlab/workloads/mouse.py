@@ -57,7 +57,7 @@ class MouseConfig(TrainConfig):
     cv_folds: int = 5  # K of --cv K (folds grouped by animal)
     min_likelihood: float = 0.9  # DLC points below are interpolated and left out of the keypoint loss
     prefer_filtered: bool = False  # use DLC's *_filtered pose files when present
-    windows_per_task: int = 4  # windows decoded per Ray Data task
+    windows_per_task: int = 8  # windows decoded per Ray Data task
     # model
     backbone: str = "vit_small_patch14_dinov2.lvd142m"  # multitask: timm name, or tiny_resnet / tiny_vit
     pretrained: bool = True
