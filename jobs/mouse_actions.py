@@ -63,29 +63,30 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--no-pretrained", action="store_true", help="random initialisation instead of the timm weights")
     m.add_argument("--weights-path", help="local timm weights file for the backbone (offline machines)")
     m.add_argument("--hidden", type=int, help="temporal model width (multitask TCN; dual_stream uses half)")
-    m.add_argument("--dropout", type=float)
+    m.add_argument("--dropout", type=float, help="dropout of the pose branch, temporal model and heads")
     m.add_argument("--c3d-width", type=float, help="channel multiplier of the 3D CNNs")
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=int)
+    t.add_argument("--epochs", type=int, help="training epochs (cosine learning-rate schedule over them)")
     t.add_argument("--batch-size", type=int, help="windows per step")
-    t.add_argument("--lr", type=float)
+    t.add_argument("--lr", type=float, help="AdamW learning rate")
     t.add_argument("--backbone-lr-mult", type=float, help="multitask: backbone lr = lr x this")
-    t.add_argument("--weight-decay", type=float)
+    t.add_argument("--weight-decay", type=float, help="AdamW weight decay (not on norms and biases)")
     t.add_argument("--focal-gamma", type=float, help="focal loss gamma (0: cross-entropy)")
-    t.add_argument("--label-smoothing", type=float)
+    t.add_argument("--label-smoothing", type=float, help="label smoothing of the focal-loss targets")
     t.add_argument("--no-class-weights", action="store_true", help="no inverse-frequency class weights")
     t.add_argument("--no-oversample", action="store_true", help="no repetition of training windows that show rare classes")
     t.add_argument("--oversample-max", type=float, help="most repeats of one window")
     t.add_argument("--ema", action="store_true", help="evaluate and keep an exponential moving average of the weights")
-    t.add_argument("--ema-decay", type=float)
+    t.add_argument("--ema-decay", type=float, help="with --ema: decay of the weight average")
     t.add_argument("--no-augment", action="store_true", help="no temporal roll, brightness/contrast, temporal dropout or keypoint jitter")
     t.add_argument("--keypoint-jitter", type=float, help="std of the noise added to input keypoints (normalised units); targets stay clean")
     t.add_argument("--temporal-dropout", type=float, help="probability that a frame's video and pose inputs are blanked")
-    t.add_argument("--seed", type=int)
+    t.add_argument("--seed", type=int, help="seed of splits, initialisation, sampling and augmentation (and of --synthetic data)")
+    t.add_argument("--rotate90", action="store_true", help="augment: rotate each training window's frames and keypoint targets by k x 90 degrees")
     r = p.add_argument_group("cluster")
     r.add_argument("--workers", type=int, help="Ray Train workers per run (DDP when > 1)")
     r.add_argument("--gpu", action="store_true", help="one GPU per Train worker, mixed precision")
-    r.add_argument("--cpus-per-worker", type=float)
+    r.add_argument("--cpus-per-worker", type=float, help="CPUs reserved per Train worker (its torch thread count); leave some for Ray Data decoding")
     r.add_argument("--storage", help="Ray storage path for checkpoints and results (s3://... on a multi-node cluster); default OUTPUT/ray_results")
     r.add_argument("--wandb", choices=["off", "offline", "online"], default="offline", help="with --cv: Weights & Biases tracking")
     return p
@@ -98,6 +99,8 @@ def config(args, data_dir: Path) -> MouseConfig:
     for flag, field in (("no_pretrained", "pretrained"), ("no_class_weights", "class_weights"), ("no_oversample", "oversample"), ("no_augment", "augment")):
         if getattr(args, flag):
             values[field] = False
+    if args.rotate90:
+        values["rotate90"] = True
     values.update(ema=args.ema or values.get("ema", False), prefer_filtered=args.prefer_filtered, use_gpu=args.gpu or values.get("use_gpu", False))
     if args.cv:
         values["cv_folds"] = args.cv
