@@ -10,7 +10,8 @@ focal loss with gamma 2.5 on 0.1-smoothed targets, temporal smoothness 5e-4, key
 loss weight 1, roll +-5 frames with p 0.2, rare-class boosting up to 30x. Keypoint jitter is
 0.003, not 0.02: the original jittered only the regression targets (a defect); on the inputs
 0.02 swamps the paw motion that tells walk, shake and active from rest. Checkpoints are
-selected on the inner-validation macro F1; decision thresholds are fitted on validation afterwards (``final_metrics``) and applied unchanged to test.
+selected on the inner-validation macro F1; decision thresholds are fitted on validation
+afterwards (``final_metrics``) and applied unchanged to test.
 
 Splits are by animal (``affectlab.data.mouse.group_split`` / ``group_kfold``): the test
 animals are never seen in training or selection.
