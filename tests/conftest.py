@@ -1,6 +1,9 @@
-"""Shared fixtures: one local Ray cluster for the whole session, and small synthetic datasets."""
+"""Shared fixtures: one local Ray cluster (and Serve on it) for the whole session, small
+synthetic datasets, and one trained mouse model that several modules check."""
 
+import json
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -46,3 +49,45 @@ def tiny_pain_config(unbc_dir):
     from affectlab.workloads.pain import PRESETS, PainConfig
 
     return PainConfig(**{**PRESETS["tiny"], "data_dir": str(unbc_dir), "epochs": 2, "cpus_per_worker": 0.5})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def serve_url(ray_cluster):
+    """Ray Serve's HTTP proxy on 127.0.0.1 at a free port; applications come and go per module."""
+    from ray import serve
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+
+
+@pytest.fixture(scope="session")
+def mouse_dir(tmp_path_factory):
+    """Six synthetic animals, one 3-trial video each, 64 px, in the original's folder layout."""
+    from affectlab.data.synthetic_mouse import write_synthetic_mouse
+
+    return write_synthetic_mouse(tmp_path_factory.mktemp("mice"), n_animals=6, size=64, seed=5)
+
+
+MOUSE_JOB_ARGS = ("--image-size", "32", "--window", "32", "--train-stride", "32", "--cpus-per-worker", "1")
+
+
+@pytest.fixture(scope="session")
+def mouse_run(ray_cluster, mouse_dir, tmp_path_factory):
+    """``jobs/mouse_actions.py`` once, multitask on the tiny preset: (output dir, metrics.json).
+
+    48-frame evaluation windows at stride 24 tile each 360-frame trial exactly as they tile
+    the whole video, so the served model's windows are the evaluation's windows."""
+    import mouse_actions
+
+    out = tmp_path_factory.mktemp("mouse_run") / "out"
+    argv = ["--data-dir", str(mouse_dir), "--output", str(out), "--model", "multitask", "--preset", "tiny",
+            "--epochs", "4", "--eval-window", "48", *MOUSE_JOB_ARGS]  # fmt: skip
+    return out, json.loads(mouse_actions.main(argv).read_text())

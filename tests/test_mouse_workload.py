@@ -12,6 +12,7 @@ from affectlab.data.mouse import read_annotation
 from affectlab.data.mouse_windows import load_windows, window_items, window_starts
 from affectlab.data.synthetic_mouse import decode_stamp, write_synthetic_mouse
 from affectlab.workloads.mouse import PRESETS, MouseConfig, MouseWorkload
+from conftest import MOUSE_JOB_ARGS
 
 SIZE = 32
 TEST_KEYS = ("accuracy", "macro_f1", "per_class_f1", "edit", "f1@10", "f1@25", "f1@50", "majority_baseline_macro_f1", "skipped_samples")
@@ -27,9 +28,8 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def mice(tmp_path_factory):
-    """Six animals, one 3-trial video each, 64 px."""
-    return write_synthetic_mouse(tmp_path_factory.mktemp("mice"), n_animals=6, size=64, seed=5)
+def mice(mouse_dir):
+    return mouse_dir
 
 
 @pytest.fixture(scope="module")
@@ -135,13 +135,12 @@ def test_a_corrupt_video_is_skipped_and_counted(mice, tmp_path):
 def _run_job(tmp_path, mice, *extra):
     import mouse_actions
 
-    argv = ["--data-dir", str(mice), "--output", str(tmp_path / "out"), "--image-size", str(SIZE), "--window", "32",
-            "--eval-window", "32", "--train-stride", "32", "--cpus-per-worker", "1", *extra]  # fmt: skip
+    argv = ["--data-dir", str(mice), "--output", str(tmp_path / "out"), "--eval-window", "32", *MOUSE_JOB_ARGS, *extra]
     return json.loads(mouse_actions.main(argv).read_text())
 
 
-def test_job_multitask_beats_the_majority_baseline_on_held_out_animals(ray_cluster, mice, tmp_path):
-    metrics = _run_job(tmp_path, mice, "--model", "multitask", "--preset", "tiny", "--epochs", "4")
+def test_job_multitask_beats_the_majority_baseline_on_held_out_animals(mouse_run):
+    out, metrics = mouse_run
     for key in (*TEST_KEYS, "keypoint_mae_px", "confusion_matrix", "thresholds"):
         assert key in metrics, key
     assert set(metrics["per_class_f1"]) == {"rest", "paw_withdraw", "paw_lick", "paw_shake", "walk", "active"}
@@ -149,7 +148,6 @@ def test_job_multitask_beats_the_majority_baseline_on_held_out_animals(ray_clust
     assert metrics["skipped_samples"] == 0
     test_animals, train_animals = set(metrics["animals"]["test"]), set(metrics["animals"]["train"])
     assert test_animals and not test_animals & train_animals
-    out = tmp_path / "out"
     assert (out / "report.html").stat().st_size > 10_000  # figures are embedded
     thresholds = json.loads((out / "checkpoint" / "thresholds.json").read_text())
     assert len(thresholds["thresholds"]) == 6 and (out / "checkpoint" / "model.safetensors").is_file()

@@ -10,7 +10,6 @@ import base64
 import json
 import os
 import pickle
-import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -183,23 +182,7 @@ def test_face_crop_function():
     assert detector.largest_face(np.full((300, 420, 3), 120, np.uint8)) is None
 
 
-# -- over HTTP ------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def serve_url(ray_cluster):
-    from ray import serve
-
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    yield f"http://127.0.0.1:{port}"
-    serve.shutdown()
-
-
+# -- over HTTP (serve_url: conftest) ----------------------------------------------------------
 @pytest.fixture(scope="module")
 def cv_url(serve_url, cv_dir):
     """The CV output, open, with a 1 MB upload limit; batches of up to 8."""

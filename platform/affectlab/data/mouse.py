@@ -287,15 +287,19 @@ def read_video_frames(path, start: int, stop: int, size: int | None = None) -> n
                     f"{path}: could not decode frame {index} (wanted frames {start}-{stop - 1}); "
                     "the video is truncated or corrupt"
                 )
-            gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-            if size is not None and gray.shape != (size, size):
-                shrink = size < min(gray.shape)
-                interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-                gray = cv2.resize(gray, (size, size), interpolation=interpolation)
-            frames.append(gray)
+            frames.append(gray_frame(frame, size))
     finally:
         capture.release()
     return np.stack(frames)
+
+
+def gray_frame(frame: np.ndarray, size: int | None = None) -> np.ndarray:
+    """One decoded BGR (or gray) frame as grayscale uint8, resized to ``size`` x ``size``."""
+    gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    if size is not None and gray.shape != (size, size):
+        interpolation = cv2.INTER_AREA if size < min(gray.shape) else cv2.INTER_LINEAR
+        gray = cv2.resize(gray, (size, size), interpolation=interpolation)
+    return gray
 
 
 # ---------------------------------------------------------------------------- discovery

@@ -30,15 +30,17 @@ the features but never the keypoint-regression targets (defects 5 and 6).
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import math
+from collections.abc import Iterator
 
 import cv2
 import numpy as np
 import ray
 
-from affectlab.data.mouse import CLASS_NAMES, MouseDataError, Trial, read_annotation, read_dlc, read_video_frames
+from affectlab.data.mouse import CLASS_NAMES, MouseDataError, Trial, gray_frame, read_annotation, read_dlc, read_video_frames
 from affectlab.data.pose import ANGLES, BODY_LENGTH_FLOOR, EDGES, NUM_POSE_FEATURES, interpolate_low_likelihood
 
 log = logging.getLogger(__name__)
@@ -202,6 +204,44 @@ def load_windows(batch: dict, image_size: int, min_likelihood: float = 0.9, clas
     weights = np.ones((n, length), np.float32) if class_weights is None else np.asarray(class_weights)[out["labels"]]
     out["weights"] = (weights * out["ok"][:, None]).astype(np.float32)
     return out
+
+
+def iter_video_windows(path, length: int, stride: int, size: int, expected_frames: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """Stream a whole video as windows: ``(first_frame, frames uint8 [length, size, size])``.
+
+    One decoder reads the video once, front to back, holding at most ``length`` decoded
+    frames. Windows start every ``stride`` frames and the last one ends on the last frame
+    (``window_starts``' tiling); a video shorter than ``length`` gives one shorter window.
+    A video that yields fewer frames than ``expected_frames`` (its header's count) is
+    truncated: ``MouseDataError``.
+    """
+    if length < 1 or stride < 1:
+        raise ValueError(f"window length and stride must be >= 1, got {length} and {stride}")
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise MouseDataError(f"{path}: cannot open video (truncated, corrupt or not a video)")
+    buffer: collections.deque = collections.deque(maxlen=length)
+    n_read, last_start = 0, None
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            buffer.append(gray_frame(frame, size))
+            n_read += 1
+            start = n_read - length
+            if start >= 0 and start % stride == 0:
+                last_start = start
+                yield start, np.stack(buffer)
+    finally:
+        capture.release()
+    if n_read == 0 or (expected_frames is not None and n_read < expected_frames):
+        raise MouseDataError(
+            f"{path}: decoding stopped after {n_read} of {expected_frames or '?'} frames; the video is truncated or corrupt"
+        )
+    final = max(0, n_read - length)
+    if final != last_start:
+        yield final, np.stack(buffer)
 
 
 # ---------------------------------------------------------------------------- pose features on tensors

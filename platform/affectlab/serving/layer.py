@@ -54,6 +54,9 @@ class BadInput(Exception):
         super().__init__(message)
         self.status, self.message = status, message
 
+    def __reduce__(self):  # crosses from the model replica back to the ingress
+        return BadInput, (self.status, self.message)
+
 
 class Predictor(Protocol):
     """What a workload gives the layer. ``decode`` runs in the ingress, the rest in the
@@ -61,12 +64,14 @@ class Predictor(Protocol):
 
     workload: str  # served under /v1/<workload>/...
     route: str  # the verb: POST /v1/<workload>/<route>
+    raw_field: str  # the field a raw (non-form, non-JSON) body fills, e.g. "image"
+    raw_media: tuple[str, ...]  # content types taken as a raw body, e.g. ("image/",)
 
     def load(self, entry: ModelEntry) -> Any: ...  # safetensors + JSON only, never a pickle
 
     def decode(self, payload: "Payload", entry: ModelEntry) -> Any: ...  # raise BadInput for bad requests
 
-    def predict_batch(self, model: Any, inputs: list) -> list: ...
+    def predict_batch(self, model: Any, inputs: list) -> list: ...  # an item may be a BadInput (that request's 4xx)
 
     def encode(self, output: Any) -> dict: ...  # JSON-ready
 
@@ -77,7 +82,7 @@ _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off", ""}
 
 class Payload:
     """A request's fields, read the same whether they came as a multipart form, as JSON
-    (files base64-encoded) or as a raw image body (the field ``image``)."""
+    (files base64-encoded) or as a raw body (the predictor's ``raw_field``)."""
 
     def __init__(self, fields: dict[str, list], source: str):
         self.fields, self.source = fields, source
@@ -154,8 +159,11 @@ async def _replay(body: bytes):
     yield b""
 
 
-async def read_payload(request: Request, max_bytes: int) -> Payload:
-    """The request body as a ``Payload``, read no further than ``max_bytes`` (413 past it)."""
+async def read_payload(request: Request, max_bytes: int, raw_field: str = "image", raw_media: tuple[str, ...] = ("image/",)) -> Payload:
+    """The request body as a ``Payload``, read no further than ``max_bytes`` (413 past it).
+
+    A body whose content type starts with one of ``raw_media`` (or is
+    ``application/octet-stream``) is the single field ``raw_field``."""
     too_large = f"request body exceeds the upload limit of {max_bytes / 1e6:g} MB"
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
@@ -166,7 +174,7 @@ async def read_payload(request: Request, max_bytes: int) -> Payload:
         if len(body) > max_bytes:
             raise BadInput(413, too_large)
     if not body:
-        raise BadInput(400, "empty request body; send the image as a multipart field 'image', as JSON {\"image\": \"<base64>\"} or as a raw image body")
+        raise BadInput(400, f"empty request body; send the {raw_field} as a multipart field {raw_field!r}, as JSON {{\"{raw_field}\": \"<base64>\"}} or as a raw body")
     body = bytes(body)
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "multipart/form-data":
@@ -187,9 +195,10 @@ async def read_payload(request: Request, max_bytes: int) -> Payload:
         if not isinstance(data, dict):
             raise BadInput(422, f"JSON body must be an object of fields, got {type(data).__name__}")
         return Payload({k: v if isinstance(v, list) else [v] for k, v in data.items()}, "json")
-    if kind.startswith("image/") or kind == "application/octet-stream":
-        return Payload({"image": [body]}, "raw")
-    raise BadInput(415, f"unsupported content type {kind or '(none)'!r}; use multipart/form-data, application/json or image/*")
+    if kind.startswith(raw_media) or kind == "application/octet-stream":
+        return Payload({raw_field: [body]}, "raw")
+    accepted = ", ".join(["multipart/form-data", "application/json", *(f"{m}*" for m in raw_media)])
+    raise BadInput(415, f"unsupported content type {kind or '(none)'!r}; use {accepted}")
 
 
 # -- the model deployment ------------------------------------------------------------------
@@ -217,7 +226,7 @@ class ModelServer:
         self.batch_sizes[len(inputs)] += 1
         # off the event loop, so health checks and stats still answer during a forward pass
         outputs = await asyncio.to_thread(self.predictor.predict_batch, model, inputs)
-        return [self.predictor.encode(o) for o in outputs]
+        return [o if isinstance(o, BadInput) else self.predictor.encode(o) for o in outputs]
 
     def stats(self) -> dict:
         """This replica's batches, counted by size: proof that batching happened."""
@@ -283,7 +292,7 @@ def make_ingress(predictor: Predictor):
         )
         async def predict(self, request: Request, model_id: str | None = None) -> dict:
             self.authorize(request)
-            payload = await read_payload(request, self.max_upload_bytes)
+            payload = await read_payload(request, self.max_upload_bytes, predictor.raw_field, predictor.raw_media)
             body_id = payload.pop("model_id")
             try:
                 entry = self.registry.get(body_id or model_id)
@@ -291,11 +300,14 @@ def make_ingress(predictor: Predictor):
                 raise HTTPException(404, str(e)) from None
             item = await run_in_threadpool(predictor.decode, payload, entry)
             try:
-                return await self.model.options(multiplexed_model_id=entry.model_id).predict.remote(item)
+                result = await self.model.options(multiplexed_model_id=entry.model_id).predict.remote(item)
             except Exception as e:
                 cause = getattr(e, "cause", None) or e
                 logger.exception("model %s failed", entry.model_id)
                 raise HTTPException(500, f"model {entry.model_id!r} failed: {type(cause).__name__}: {cause}") from None
+            if isinstance(result, BadInput):  # found only while predicting (e.g. a video truncated midway)
+                raise result
+            return result
 
     return Ingress
 
@@ -309,7 +321,7 @@ class ServeOptions:
     default_model: str = ""  # id served when a request names none (default: best, else ensemble)
     max_batch_size: int = 16
     batch_wait_timeout_s: float = 0.01
-    max_upload_mb: float = 0.0  # 0: $AFFECTLAB_MAX_UPLOAD_MB, else 10
+    max_upload_mb: float = 0.0  # 0: $AFFECTLAB_MAX_UPLOAD_MB, else the predictor's default_upload_mb (10 when it has none)
     num_replicas: int = 1  # model replicas (the config file's autoscaling_config overrides)
     num_cpus: float = 1.0  # per model replica
     num_gpus: float = 0.0  # per model replica; the model runs on CUDA whenever it sees a GPU
@@ -334,8 +346,8 @@ class ServeOptions:
             raise ValueError(f"max_batch_size must be ≥ 1, got {options.max_batch_size}")
         return options
 
-    def upload_bytes(self) -> int:
-        mb = self.max_upload_mb or float(os.environ.get(MAX_UPLOAD_ENV) or DEFAULT_MAX_UPLOAD_MB)
+    def upload_bytes(self, default_mb: float = DEFAULT_MAX_UPLOAD_MB) -> int:
+        mb = self.max_upload_mb or float(os.environ.get(MAX_UPLOAD_ENV) or default_mb)
         return int(mb * 1_000_000)
 
 
@@ -356,4 +368,5 @@ def build_app(predictor: Predictor, args: dict) -> serve.Application:
         ray_actor_options={"num_cpus": options.num_cpus, "num_gpus": options.num_gpus},
     ).bind(predictor, registry, options.max_batch_size, options.batch_wait_timeout_s)
     ingress = make_ingress(predictor).options(name=f"{name}Ingress", ray_actor_options={"num_cpus": 0.1})
-    return ingress.bind(model, registry, options.upload_bytes(), os.environ.get(TOKEN_ENV))
+    upload_bytes = options.upload_bytes(getattr(predictor, "default_upload_mb", DEFAULT_MAX_UPLOAD_MB))
+    return ingress.bind(model, registry, upload_bytes, os.environ.get(TOKEN_ENV))

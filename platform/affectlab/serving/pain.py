@@ -161,6 +161,7 @@ class PainPredictor:
 
     workload = "pain"
     route = "score"
+    raw_field, raw_media = "image", ("image/",)
     openapi = OPENAPI
     description = "Pain (PSPI 0–16), AU intensities and pain decisions from a face and neutral references of the same person."
 

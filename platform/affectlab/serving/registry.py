@@ -3,6 +3,7 @@
 A served directory is one of:
 
 - a checkpoint (``model.safetensors`` + ``config.json``): id ``best``;
+- a single run's job output holding ``checkpoint/``: id ``best``;
 - a sweep output holding ``best_checkpoint/``: id ``best`` (and, for a sweep over CV
   folds, the fold ids below from ``best_checkpoint/fold_<k>/``);
 - a CV output holding ``fold_<k>/`` checkpoints: ids ``fold<k>`` and ``ensemble`` (every
@@ -25,6 +26,7 @@ from affectlab.train.checkpoint import CONFIG_FILE, MODEL_FILE, CheckpointError
 MODEL_ID = re.compile(r"(best|ensemble|fold\d{1,4})")
 FOLD_DIR = re.compile(r"fold_(\d{1,4})")
 SWEEP_BEST = "best_checkpoint"
+RUN_CHECKPOINT = "checkpoint"  # where a single-run job copies its final checkpoint
 
 
 class UnknownModel(LookupError):
@@ -84,7 +86,8 @@ class ModelRegistry:
         self.workload = workload
         self.entries: dict[str, ModelEntry] = {}
 
-        best = self.root if is_checkpoint(self.root) else self.root / SWEEP_BEST
+        candidates = (self.root, self.root / SWEEP_BEST, self.root / RUN_CHECKPOINT)
+        best = next((p for p in candidates if is_checkpoint(p)), self.root / SWEEP_BEST)
         if is_checkpoint(best):
             self._add("best", (Member(best),))
         folds = _folds(self.root) or (_folds(best) if best.is_dir() else [])
@@ -95,7 +98,7 @@ class ModelRegistry:
         if not self.entries:
             raise CheckpointError(
                 f"{self.root}: nothing to serve; expected a checkpoint ({MODEL_FILE} + {CONFIG_FILE}), "
-                f"a CV output with fold_<k>/ checkpoints, or a sweep output with {SWEEP_BEST}/"
+                f"a job output with {RUN_CHECKPOINT}/ or fold_<k>/ checkpoints, or a sweep output with {SWEEP_BEST}/"
             )
         self.default_id = default_model or ("best" if "best" in self.entries else "ensemble")
         if self.default_id not in self.entries:
