@@ -76,18 +76,17 @@ def mouse_dir(tmp_path_factory):
     return write_synthetic_mouse(tmp_path_factory.mktemp("mice"), n_animals=6, size=64, seed=5)
 
 
-MOUSE_JOB_ARGS = ("--image-size", "32", "--window", "32", "--train-stride", "32", "--cpus-per-worker", "1")
+MOUSE_JOB_ARGS = ("--image-size", "32", "--window", "32", "--train-stride", "32", "--eval-window", "48", "--cpus-per-worker", "1")
 
 
 @pytest.fixture(scope="session")
-def mouse_run(ray_cluster, mouse_dir, tmp_path_factory):
-    """``jobs/mouse_actions.py`` once, multitask on the tiny preset: (output dir, metrics.json).
+def mouse_run(ray_cluster, tmp_path_factory):
+    """``python jobs/mouse_actions.py --synthetic --model multitask --output OUT``, its
+    defaults untouched: (OUT, metrics.json). The synthetic data is in OUT/data.
 
-    48-frame evaluation windows at stride 24 tile each 360-frame trial exactly as they tile
-    the whole video, so the served model's windows are the evaluation's windows."""
+    Its 48-frame evaluation windows at stride 24 tile each 360-frame trial exactly as they
+    tile the whole video, so the served model's windows are the evaluation's windows."""
     import mouse_actions
 
     out = tmp_path_factory.mktemp("mouse_run") / "out"
-    argv = ["--data-dir", str(mouse_dir), "--output", str(out), "--model", "multitask", "--preset", "tiny",
-            "--epochs", "4", "--eval-window", "48", *MOUSE_JOB_ARGS]  # fmt: skip
-    return out, json.loads(mouse_actions.main(argv).read_text())
+    return out, json.loads(mouse_actions.main(["--synthetic", "--model", "multitask", "--output", str(out)]).read_text())

@@ -132,19 +132,14 @@ def test_a_corrupt_video_is_skipped_and_counted(mice, tmp_path):
 # ------------------------------------------------------------------ end to end
 
 
-def _run_job(tmp_path, mice, *extra):
-    import mouse_actions
-
-    argv = ["--data-dir", str(mice), "--output", str(tmp_path / "out"), "--eval-window", "32", *MOUSE_JOB_ARGS, *extra]
-    return json.loads(mouse_actions.main(argv).read_text())
-
-
-def test_job_multitask_beats_the_majority_baseline_on_held_out_animals(mouse_run):
+def test_job_multitask_reaches_the_issue_bar_on_held_out_animals(mouse_run):
+    """The job with its --synthetic defaults: macro F1 >= 0.6 on animals never trained on."""
     out, metrics = mouse_run
     for key in (*TEST_KEYS, "keypoint_mae_px", "confusion_matrix", "thresholds"):
         assert key in metrics, key
     assert set(metrics["per_class_f1"]) == {"rest", "paw_withdraw", "paw_lick", "paw_shake", "walk", "active"}
-    assert metrics["macro_f1"] > metrics["majority_baseline_macro_f1"] + 0.1, metrics
+    print(f"multitask: macro F1 {metrics['macro_f1']:.3f}, majority baseline {metrics['majority_baseline_macro_f1']:.3f}")
+    assert metrics["macro_f1"] >= 0.6 and metrics["macro_f1"] > metrics["majority_baseline_macro_f1"] + 0.3, metrics
     assert metrics["skipped_samples"] == 0
     test_animals, train_animals = set(metrics["animals"]["test"]), set(metrics["animals"]["train"])
     assert test_animals and not test_animals & train_animals
@@ -153,8 +148,24 @@ def test_job_multitask_beats_the_majority_baseline_on_held_out_animals(mouse_run
     assert len(thresholds["thresholds"]) == 6 and (out / "checkpoint" / "model.safetensors").is_file()
 
 
+def _run_job(tmp_path, mice, *args) -> dict:
+    import mouse_actions
+
+    argv = ["--data-dir", str(mice), "--output", str(tmp_path / "out"), "--preset", "tiny", *MOUSE_JOB_ARGS, *args]
+    return json.loads(mouse_actions.main(argv).read_text())
+
+
+def test_job_dual_stream_beats_the_majority_baseline_on_held_out_animals(ray_cluster, mice, tmp_path):
+    """At the suite's time budget (32 px, 4 epochs). The video-only C3D models need the job's
+    own defaults (larger frames, 12 epochs) to learn: their figures are in docs/mouse.md."""
+    metrics = _run_job(tmp_path, mice, "--model", "dual_stream", "--epochs", "4")
+    print(f"dual_stream: macro F1 {metrics['macro_f1']:.3f}, majority baseline {metrics['majority_baseline_macro_f1']:.3f}")
+    assert metrics["macro_f1"] > metrics["majority_baseline_macro_f1"] + 0.05, metrics
+    assert not set(metrics["animals"]["test"]) & set(metrics["animals"]["train"])
+
+
 def test_job_cv_runs_grouped_folds_as_tune_trials(ray_cluster, mice, tmp_path):
-    metrics = _run_job(tmp_path, mice, "--model", "c3d_light", "--preset", "tiny", "--epochs", "1", "--cv", "2")
+    metrics = _run_job(tmp_path, mice, "--model", "c3d_light", "--epochs", "1", "--cv", "2")
     assert [f["fold"] for f in metrics["folds"]] == [0, 1]
     tested = [set(f["animals"]["test"]) for f in metrics["folds"]]
     assert not tested[0] & tested[1]

@@ -22,11 +22,11 @@ from affectlab.workloads.mouse import MouseWorkload
 
 # -- files ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def held_out(mouse_run, mouse_dir):
+def held_out(mouse_run):
     """The trials of the first test animal's video (all of them: one video per animal)."""
-    _, metrics = mouse_run
+    out, metrics = mouse_run
     animal = metrics["animals"]["test"][0]
-    trials = [t for t in discover(mouse_dir) if t.animal_id == animal]
+    trials = [t for t in discover(out / "data") if t.animal_id == animal]
     assert len({t.video_id for t in trials}) == 1 and len(trials) == 3
     return trials
 
@@ -105,7 +105,7 @@ def test_decode_rejects_bad_uploads_by_field(mouse_run, held_out, tmp_path):
     assert "not a readable video" in error(video=video[: len(video) // 2]).message  # truncated MP4: no index
     assert "unknown field" in error(video=video, pose=b"x").message
     x = predictor.decode(Payload({"video": [video], "dlc": [h5_bytes(table, tmp_path)]}, "multipart"), entry)
-    assert (x.n_frames, x.size, x.pose, x.keypoints.shape) == (1080, (64, 64), "given", (1080, 6, 2))
+    assert (x.n_frames, x.size, x.pose, x.keypoints.shape) == (1080, (128, 128), "given", (1080, 6, 2))
 
 
 # -- over HTTP -----------------------------------------------------------------------------------

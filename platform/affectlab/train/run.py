@@ -31,6 +31,8 @@ def make_trainer(workload, cfg, datasets: dict, storage_path: str, name: str, ca
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             failure_config=FailureConfig(max_failures=max_failures),
             callbacks=list(callbacks),
+            # Train's per-report INFO lines repeat every metric; the epoch lines say what matters.
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
         ),
     )
 
