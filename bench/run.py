@@ -48,6 +48,8 @@ def main() -> None:
     if "pain" in results:
         headline["ray_data_feed_vs_plain_h5py"] = results["pain"]["feed"]["ratio_ray_data_vs_plain"]
         headline["platform_step_vs_bare_pytorch"] = results["pain"]["train_step"]["ratio_platform_vs_bare"]
+    if "mouse" in results:
+        headline["mouse_windows_ray_data_vs_one_process"] = results["mouse"]["mouse_video_pipeline"]["ratio_ray_data_vs_single_process"]
     results = {"headline": headline, **results}
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
