@@ -327,10 +327,9 @@ def _pad(values: np.ndarray, length: int) -> np.ndarray:
 
 
 def _without_path(error: Exception) -> str:
-    """A data error's message without the server's temporary file name."""
-    message = str(error)
-    head, sep, tail = message.partition(": ")
-    return tail if sep and head.startswith(("/", tempfile.gettempdir())) else message
+    """A data error's message without the server's temporary file name (``/tmp/...: ``)."""
+    head, sep, tail = str(error).partition(": ")
+    return tail if sep and Path(head).is_absolute() else str(error)
 
 
 def build(args: dict):
