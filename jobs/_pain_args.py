@@ -4,32 +4,21 @@ import argparse
 import time
 from pathlib import Path
 
+from _cli import HelpFormatter, add_cluster_options, cluster_values, given
+
 from affectlab.workloads.pain import PRESETS, PainConfig
 
-# option → PainConfig field, for options that map one to one
-_FIELDS = {
-    "backbone": "backbone", "image_size": "image_size", "finetune": "finetune", "weights_path": "weights_path",
-    "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay",
-    "w_pspi": "w_pspi", "w_au": "w_au", "w_binary": "w_binary", "backbone_lr_mult": "backbone_lr_mult",
-    "n_shots": "n_shots", "reference_policy": "reference_policy", "workers": "num_workers",
-    "cpus_per_worker": "cpus_per_worker", "seed": "seed", "pretrained_checkpoint": "pretrained_checkpoint",
-    "lora_r": "lora_r", "dropout": "dropout",
-}  # fmt: skip
-
-
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Show a default only where the option has its own; the others come from the preset."""
-
-    def _get_help_string(self, action):
-        if action.default in (None, False):
-            return action.help
-        return super()._get_help_string(action)
+# options named as the PainConfig field they set
+_FIELDS = (
+    "backbone", "image_size", "finetune", "weights_path", "epochs", "batch_size", "lr", "weight_decay", "w_pspi", "w_au",
+    "w_binary", "backbone_lr_mult", "n_shots", "reference_policy", "seed", "pretrained_checkpoint", "lora_r", "dropout",
+)  # fmt: skip
 
 
 def parser(description: str, data_help: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=description,
-        formatter_class=_Formatter,
+        formatter_class=HelpFormatter,
         epilog="Model and training options left unset take the preset's value (affectlab.workloads.pain.PRESETS: "
         "'paper' = the original recipe, 'tiny' = a 2-core laptop), then PainConfig's defaults.",
     )
@@ -60,12 +49,7 @@ def parser(description: str, data_help: str) -> argparse.ArgumentParser:
     e = p.add_argument_group("references")
     e.add_argument("--n-shots", type=int, help="neutral references averaged at evaluation (multi-shot)")
     e.add_argument("--reference-policy", choices=["first_frames", "oracle"], help="evaluation references: first frames of the subject (label-free) or PSPI=0 frames chosen with labels (oracle, the original protocol)")
-    r = p.add_argument_group("cluster")
-    r.add_argument("--workers", type=int, help="Ray Train workers per run (DDP when > 1)")
-    r.add_argument("--gpu", action="store_true", help="one GPU per Train worker, mixed precision")
-    r.add_argument("--cpus-per-worker", type=float, help="CPUs reserved by each Train worker")
-    r.add_argument("--storage", help="Ray storage path for checkpoints and results (s3://... on a multi-node cluster); default OUTPUT/ray_results")
-    r.add_argument("--wandb", choices=["off", "offline", "online"], default="offline", help="Weights & Biases tracking")
+    add_cluster_options(p)
     return p
 
 
@@ -73,11 +57,9 @@ def config(args, defaults: dict | None = None, **fixed) -> PainConfig:
     """Preset, then the job's own defaults, then the user's options, then what the job fixes."""
     preset = args.preset or ("tiny" if args.synthetic else "paper")
     values = {**(defaults or {}), **PRESETS[preset]} if preset == "tiny" else {**PRESETS[preset], **(defaults or {})}
-    values.update({field: getattr(args, opt) for opt, field in _FIELDS.items() if getattr(args, opt, None) is not None})
+    values.update(given(args, _FIELDS), **cluster_values(args))
     if args.no_pretrained:
         values["pretrained"] = False
-    if args.gpu:
-        values["use_gpu"] = True
     values.update(fixed)
     return PainConfig(**values)
 

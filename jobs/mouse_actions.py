@@ -20,25 +20,26 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from _cli import HelpFormatter, add_cluster_options, cluster_values, given
+
 from affectlab.data.mouse import MouseDataError
 from affectlab.data.synthetic_mouse import write_synthetic_mouse
 from affectlab.workloads.mouse import MODELS, PRESETS, MouseConfig, preset_values
 
-# option -> MouseConfig field, for options that map one to one
-_FIELDS = {
-    "model": "model", "backbone": "backbone", "weights_path": "weights_path", "image_size": "image_size",
-    "hidden": "hidden", "dropout": "dropout", "c3d_width": "c3d_width", "window": "window", "eval_window": "eval_window",
-    "train_stride": "train_stride", "test_fraction": "test_fraction", "val_fraction": "val_fraction",
-    "min_likelihood": "min_likelihood", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
-    "weight_decay": "weight_decay", "backbone_lr_mult": "backbone_lr_mult", "focal_gamma": "focal_gamma",
-    "label_smoothing": "label_smoothing", "oversample_max": "oversample_max", "ema_decay": "ema_decay",
-    "keypoint_jitter": "keypoint_jitter", "temporal_dropout": "temporal_dropout", "seed": "seed",
-    "workers": "num_workers", "cpus_per_worker": "cpus_per_worker",
-}  # fmt: skip
+# options named as the MouseConfig field they set
+_FIELDS = (
+    "model", "backbone", "weights_path", "image_size", "hidden", "dropout", "c3d_width", "window", "eval_window",
+    "train_stride", "test_fraction", "val_fraction", "min_likelihood", "epochs", "batch_size", "lr", "weight_decay",
+    "backbone_lr_mult", "focal_gamma", "label_smoothing", "oversample_max", "ema_decay", "keypoint_jitter",
+    "temporal_dropout", "seed",
+)  # fmt: skip
+_ON = ("ema", "rotate90", "prefer_filtered")  # flags that switch a field on
+_OFF = {"no_pretrained": "pretrained", "no_class_weights": "class_weights", "no_oversample": "oversample", "no_augment": "augment"}
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=HelpFormatter,
+                                epilog="Options left unset take the preset's value (affectlab.workloads.mouse.PRESETS), then MouseConfig's defaults.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data-dir", help="folder with Videos/ (MP4 + DeepLabCut CSV/H5) and Annotations/ (prediction_<video>.mp4_<trial>.csv)")
     src.add_argument("--synthetic", action="store_true", help="write a synthetic dataset in exactly the native formats under OUTPUT/data and run on it")
@@ -83,25 +84,16 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--temporal-dropout", type=float, help="probability that a frame's video and pose inputs are blanked")
     t.add_argument("--seed", type=int, help="seed of splits, initialisation, sampling and augmentation (and of --synthetic data)")
     t.add_argument("--rotate90", action="store_true", help="augment: rotate each training window's frames and keypoint targets by k x 90 degrees")
-    r = p.add_argument_group("cluster")
-    r.add_argument("--workers", type=int, help="Ray Train workers per run (DDP when > 1)")
-    r.add_argument("--gpu", action="store_true", help="one GPU per Train worker, mixed precision")
-    r.add_argument("--cpus-per-worker", type=float, help="CPUs reserved per Train worker (its torch thread count); leave some for Ray Data decoding")
-    r.add_argument("--storage", help="Ray storage path for checkpoints and results (s3://... on a multi-node cluster); default OUTPUT/ray_results")
-    r.add_argument("--wandb", choices=["off", "offline", "online"], default="offline", help="with --cv: Weights & Biases tracking")
+    add_cluster_options(p, wandb_help="with --cv: Weights & Biases tracking")
     return p
 
 
 def config(args, data_dir: Path) -> MouseConfig:
     """Preset, then the user's options, then what the job fixes."""
     values = preset_values(args.preset or ("tiny" if args.synthetic else "paper"), args.model)
-    values.update({field: getattr(args, opt) for opt, field in _FIELDS.items() if getattr(args, opt, None) is not None})
-    for flag, field in (("no_pretrained", "pretrained"), ("no_class_weights", "class_weights"), ("no_oversample", "oversample"), ("no_augment", "augment")):
-        if getattr(args, flag):
-            values[field] = False
-    if args.rotate90:
-        values["rotate90"] = True
-    values.update(ema=args.ema or values.get("ema", False), prefer_filtered=args.prefer_filtered, use_gpu=args.gpu or values.get("use_gpu", False))
+    values.update(given(args, _FIELDS), **cluster_values(args))
+    values.update({field: True for field in _ON if getattr(args, field)})
+    values.update({field: False for flag, field in _OFF.items() if getattr(args, flag)})
     if args.cv:
         values["cv_folds"] = args.cv
     return MouseConfig(**values, data_dir=str(data_dir))

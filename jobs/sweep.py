@@ -13,6 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from _cli import HelpFormatter, add_cluster_options, cluster_values
+
 from affectlab.ray_utils import init_ray
 from affectlab.tune.space import SpaceError, load_space
 from affectlab.tune.sweep import SweepError, run_sweep
@@ -20,7 +22,7 @@ from affectlab.workloads import get_workload, workload_names
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=HelpFormatter)
     p.add_argument("--workload", required=True, choices=workload_names(), help="which workload to sweep")
     p.add_argument("--space", required=True, help="search-space YAML (see docs/sweeps.md)")
     src = p.add_mutually_exclusive_group(required=True)
@@ -36,11 +38,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of Optuna's sampler")
     p.add_argument("--grace-period", type=int, default=2, help="ASHA: epochs every trial trains before it can be stopped")
     p.add_argument("--reduction-factor", type=float, default=2, help="ASHA: keep the best 1/factor at each rung")
-    p.add_argument("--wandb", choices=["off", "offline", "online"], default="offline", help="Weights & Biases tracking of every trial")
-    p.add_argument("--gpu", action="store_true", help="one GPU per Train worker, mixed precision")
-    p.add_argument("--workers", type=int, help="Ray Train workers per run (DDP when > 1)")
-    p.add_argument("--cpus-per-worker", type=float, help="CPUs reserved by each Train worker")
-    p.add_argument("--storage", help="Ray storage path (s3://... on a multi-node cluster); default OUTPUT/ray_results")
+    add_cluster_options(p, wandb_help="Weights & Biases tracking of every trial")
     args = p.parse_args()
 
     try:
@@ -54,8 +52,7 @@ def main() -> None:
         base = workload.synthetic_config(data_dir, write=not (args.resume and data_dir.exists()))
     else:
         base = {"data_dir": str(Path(args.data_dir).resolve())}
-    cluster = {"use_gpu": args.gpu or None, "num_workers": args.workers, "cpus_per_worker": args.cpus_per_worker}
-    base.update({k: v for k, v in cluster.items() if v is not None})
+    base.update(cluster_values(args))
 
     cfg = workload.make_config({**base, **space.fixed})
     n_folds = workload.n_folds(cfg)  # also checks the data files before anything runs

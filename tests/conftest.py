@@ -51,6 +51,17 @@ def tiny_pain_config(unbc_dir):
     return PainConfig(**{**PRESETS["tiny"], "data_dir": str(unbc_dir), "epochs": 2, "cpus_per_worker": 0.5})
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Two busy cores: one intra-op thread is faster than two fighting over them."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

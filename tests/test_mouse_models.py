@@ -14,13 +14,7 @@ from affectlab.models.mouse_multitask import MouseMultiTask, MultiTaskConfig, cr
 SIZE, T = 32, 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Two busy cores: one intra-op thread is faster than two fighting over them."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(name: str):

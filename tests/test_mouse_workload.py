@@ -18,13 +18,7 @@ SIZE = 32
 TEST_KEYS = ("accuracy", "macro_f1", "per_class_f1", "edit", "f1@10", "f1@25", "f1@50", "majority_baseline_macro_f1", "skipped_samples")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Two busy cores: one intra-op thread is faster than two fighting over them."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

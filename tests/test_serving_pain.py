@@ -105,6 +105,15 @@ def test_registry_ids_and_validation(cv_dir, single_dir, tmp_path):
         ModelRegistry(single_dir, "mouse")
 
 
+def test_ensemble_members_must_agree_on_inputs(tmp_path):
+    tiny_checkpoint(tmp_path / "fold_0", seed=0)
+    tiny_checkpoint(tmp_path / "fold_1", seed=1, use_reference=False)
+    registry = ModelRegistry(tmp_path, "pain")
+    with pytest.raises(CheckpointError, match="use_reference"):
+        PainPredictor().load(registry.get("ensemble"))
+    assert len(PainPredictor().load(registry.get("fold1")).nets) == 1  # each fold alone is servable
+
+
 def test_thresholds_come_from_training(cv_dir, single_dir, tmp_path):
     cv = ModelRegistry(cv_dir, "pain")
     assert member_thresholds(cv.get("fold1").members[0]) == (FOLD_THRESHOLDS[1], "cv_metrics")

@@ -27,7 +27,6 @@ from affectlab.data.pose import NUM_POSE_FEATURES
 NUM_CLASSES, NUM_KEYPOINTS = 6, 6
 
 
-
 class GroupNorm4(nn.GroupNorm):
     """GroupNorm with 4 groups, in BatchNorm's call signature (what timm's ResNet expects)."""
 

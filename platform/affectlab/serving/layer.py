@@ -44,6 +44,13 @@ MAX_UPLOAD_ENV = "AFFECTLAB_MAX_UPLOAD_MB"
 DEFAULT_MAX_UPLOAD_MB = 10.0
 MAX_MODELS_PER_REPLICA = 8  # an ensemble plus its folds fit at once
 MAX_FILES = 16  # per multipart request
+LAYER_RESPONSES = {  # what the layer itself answers, for every workload's /docs
+    "400": {"description": "empty body, invalid JSON or malformed multipart"},
+    "401": {"description": "missing or wrong bearer token"},
+    "404": {"description": "unknown model id"},
+    "413": {"description": "upload over the size limit"},
+    "415": {"description": "unsupported content type"},
+}
 logger = logging.getLogger("ray.serve")
 
 
@@ -288,7 +295,7 @@ def make_ingress(predictor: Predictor):
             f"{prefix}/{predictor.route}",
             tags=[predictor.workload],
             dependencies=[bearer],
-            openapi_extra=getattr(predictor, "openapi", None),
+            openapi_extra=_with_layer_responses(getattr(predictor, "openapi", None) or {}),
         )
         async def predict(self, request: Request, model_id: str | None = None) -> dict:
             self.authorize(request)
@@ -310,6 +317,10 @@ def make_ingress(predictor: Predictor):
             return result
 
     return Ingress
+
+
+def _with_layer_responses(openapi: dict) -> dict:
+    return {**openapi, "responses": {**LAYER_RESPONSES, **openapi.get("responses", {})}}
 
 
 # -- the application -----------------------------------------------------------------------

@@ -43,7 +43,7 @@ from affectlab.data.pose import interpolate_low_likelihood
 from affectlab.metrics.mouse import apply_thresholds, stitch_trials
 from affectlab.metrics.segments import segments
 from affectlab.serving.layer import BadInput, Payload, build_app
-from affectlab.serving.registry import Member, ModelEntry
+from affectlab.serving.registry import Member, ModelEntry, load_members
 
 logger = logging.getLogger("ray.serve")
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -139,10 +139,6 @@ OPENAPI = {  # the request and response of /v1/mouse/segment in /docs
                 }
             },
         },
-        "401": {"description": "missing or wrong bearer token"},
-        "404": {"description": "unknown model id"},
-        "413": {"description": "upload over the size limit"},
-        "415": {"description": "unsupported content type"},
         "422": {"description": "not a video, truncated video, DLC file malformed, multi-animal or with the wrong row count"},
     },
 }
@@ -160,24 +156,13 @@ class MousePredictor:
 
     # -- model replicas --------------------------------------------------------------------
     def load(self, entry: ModelEntry) -> MouseModel:
-        import torch
-
-        from affectlab.train.checkpoint import CheckpointError, load_model
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        nets, cfgs = [], []
-        for member in entry.members:
-            net, cfg, _ = load_model(member.path, device)  # safetensors + JSON, never a pickle
-            nets.append(net)
-            cfgs.append(cfg)
-        if len({(c.input_size, c.eval_window, c.model, c.min_likelihood) for c in cfgs}) > 1:
-            raise CheckpointError(f"{entry.root}: the folds differ in model, frame size or window; serve them one by one")
+        nets, cfg, device = load_members(entry, agree_on=("model", "input_size", "eval_window", "min_likelihood"))
         found = [member_thresholds(m) for m in entry.members]
         if all(t is not None for t in found):
             thresholds, source = np.mean(found, axis=0), "validation"
         else:
             thresholds, source = np.ones(len(CLASS_NAMES)), "argmax (no thresholds.json)"
-        return MouseModel(entry.model_id, nets, cfgs[0], thresholds, source, device)
+        return MouseModel(entry.model_id, nets, cfg, thresholds, source, device)
 
     def predict_batch(self, model: MouseModel, inputs: list[MouseInput]) -> list:
         outputs = []

@@ -33,7 +33,7 @@ from affectlab.models.vitpain import PSPI_MAX
 from affectlab.serving.faces import FaceDetector, crop_square
 from affectlab.serving.images import decode_image
 from affectlab.serving.layer import BadInput, Payload, build_app
-from affectlab.serving.registry import Member, ModelEntry
+from affectlab.serving.registry import Member, ModelEntry, load_members
 
 THRESHOLDS = ("1", "2", "3")
 MAX_REFERENCES = 8
@@ -146,10 +146,6 @@ OPENAPI = {  # the request and response of /v1/pain/score in /docs
                 }
             },
         },
-        "401": {"description": "missing or wrong bearer token"},
-        "404": {"description": "unknown model id"},
-        "413": {"description": "upload over the size limit"},
-        "415": {"description": "unsupported content type"},
         "422": {"description": "not an image, truncated image, wrong field names, or no face found"},
         "501": {"description": "crop_face asked for, but this server has no face detector"},
     },
@@ -171,18 +167,7 @@ class PainPredictor:
 
     # -- model replicas --------------------------------------------------------------------
     def load(self, entry: ModelEntry) -> PainModel:
-        import torch
-
-        from affectlab.train.checkpoint import CheckpointError, load_model
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        nets, sizes = [], set()
-        for member in entry.members:
-            net, cfg, _ = load_model(member.path, device)  # safetensors + JSON, never a pickle
-            nets.append(net)
-            sizes.add((cfg.image_size, cfg.use_reference))
-        if len(sizes) > 1:
-            raise CheckpointError(f"{entry.root}: the folds differ in image size or use of references; serve them one by one")
+        nets, _, device = load_members(entry, agree_on=("image_size", "use_reference"))
         found = [member_thresholds(m) for m in entry.members]
         thresholds = {t: float(np.mean([f[0][t] for f in found])) for t in THRESHOLDS}
         sources = sorted({f[1] for f in found})

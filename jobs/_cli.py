@@ -1,0 +1,33 @@
+"""Command-line pieces every job shares (the library itself never reads argv)."""
+
+import argparse
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show a default only where the option has its own; the others come from a preset."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def add_cluster_options(p: argparse.ArgumentParser, wandb_help: str = "Weights & Biases tracking") -> None:
+    """--workers, --gpu, --cpus-per-worker, --storage and --wandb, read back by ``cluster_values``."""
+    r = p.add_argument_group("cluster")
+    r.add_argument("--workers", type=int, help="Ray Train workers per run (DDP when > 1)")
+    r.add_argument("--gpu", action="store_true", help="one GPU per Train worker, mixed precision")
+    r.add_argument("--cpus-per-worker", type=float, help="CPUs reserved by each Train worker (its torch thread count)")
+    r.add_argument("--storage", help="Ray storage path for checkpoints and results (s3://... on a multi-node cluster); default OUTPUT/ray_results")
+    r.add_argument("--wandb", choices=["off", "offline", "online"], default="offline", help=wandb_help)
+
+
+def cluster_values(args: argparse.Namespace) -> dict:
+    """The config fields (``TrainConfig``) the cluster options set; unset options are left out."""
+    values = {"use_gpu": True if args.gpu else None, "num_workers": args.workers, "cpus_per_worker": args.cpus_per_worker}
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def given(args: argparse.Namespace, names) -> dict:
+    """``{name: value}`` of the options in ``names`` the user set (options named as config fields)."""
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
