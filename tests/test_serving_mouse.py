@@ -217,7 +217,9 @@ def test_malformed_requests_get_4xx_and_the_server_keeps_answering(mouse_url, he
 def test_models_and_docs(mouse_url):
     assert httpx.get(f"{mouse_url}/v1/mouse/models", timeout=10).json() == {"default": "best", "models": {"best": 1}}
     spec = httpx.get(f"{mouse_url}/openapi.json", timeout=10).json()
-    assert "video" in json.dumps(spec["paths"]["/v1/mouse/segment"])
+    route = spec["paths"]["/v1/mouse/segment"]["post"]
+    assert "video" in json.dumps(route["requestBody"])
+    assert {"400", "401", "404", "413", "415", "422"} <= set(route["responses"])  # the layer's and the app's own
 
 
 @pytest.mark.parametrize("name", ["pain", "mouse"])
