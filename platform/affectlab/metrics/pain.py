@@ -19,6 +19,8 @@ import numpy as np
 from scipy import stats
 from sklearn.metrics import f1_score, roc_auc_score
 
+from affectlab.metrics.summary import ci95, summarize
+
 PSPI_THRESHOLDS = (1, 2, 3)
 DEFAULT_GRID = np.linspace(0, 6, 200)  # the original's calibration grid, PSPI units
 
@@ -137,26 +139,6 @@ def calibrated_f1(train_pred, train_target, test_pred, test_target) -> tuple[dic
     return f1s, thresholds
 
 
-def ci95(values) -> dict:
-    """Mean and 95% CI half-width across folds: t_{0.975, n-1} * std(ddof=1) / sqrt(n).
-
-    The exact t quantile equals the reference's 2.776 at n = 5. With a single value the
-    spread is unknown; the half-width is reported as 0.0 (not NaN) so results stay
-    JSON-serialisable — read it as "no interval", not "no uncertainty".
-    """
-    values = np.asarray(values, dtype=np.float64).reshape(-1)
-    n = values.size
-    if n == 0:
-        raise ValueError("ci95 needs at least one value, got none")
-    if not np.all(np.isfinite(values)):
-        raise ValueError(f"ci95 values must be finite, got {values.tolist()}")
-    mean = float(np.mean(values))
-    if n == 1:
-        return {"mean": mean, "ci95": 0.0}
-    half = stats.t.ppf(0.975, n - 1) * np.std(values, ddof=1) / np.sqrt(n)
-    return {"mean": mean, "ci95": float(half)}
-
-
 def fold_metrics(test_pred, test_target, train_pred, train_target) -> dict:
     """Every per-fold number the pain CV reports, as plain floats (JSON-ready)."""
     test_pred, test_target = _check(test_pred, test_target)
@@ -173,28 +155,10 @@ def fold_metrics(test_pred, test_target, train_pred, train_target) -> dict:
 _NOT_SUMMARISED = ("fold", "thresholds")  # identifiers and fitted parameters, not scores
 
 
-def _summarize(values: list, name: str):
-    """ci95 over a list of numbers, or recursively over a list of same-keyed dicts."""
-    if isinstance(values[0], dict):
-        keys = list(values[0])
-        for v in values:
-            if not isinstance(v, dict) or list(v) != keys:
-                raise ValueError(f"folds disagree on the keys of {name!r}: {keys} vs {v!r}")
-        return {k: _summarize([v[k] for v in values], f"{name}.{k}") for k in keys}
-    return ci95(values)
-
-
 def summarize_folds(folds: list[dict]) -> dict:
     """Mean ± 95% CI of each fold metric, keeping the nesting of `fold_metrics`.
 
     `summary["auroc"]["1"] == {"mean": ..., "ci95": ...}`. The `fold` index and the
     fitted `thresholds` are skipped.
     """
-    if not folds:
-        raise ValueError("summarize_folds needs at least one fold, got none")
-    keys = [k for k in folds[0] if k not in _NOT_SUMMARISED]
-    for i, fold in enumerate(folds):
-        missing = [k for k in keys if k not in fold]
-        if missing:
-            raise ValueError(f"fold {i} is missing metric(s) {missing}")
-    return {k: _summarize([fold[k] for fold in folds], k) for k in keys}
+    return summarize(folds, skip=_NOT_SUMMARISED)
