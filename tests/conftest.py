@@ -3,6 +3,7 @@ synthetic datasets, and one trained mouse model that several modules check."""
 
 import json
 import os
+import secrets
 import socket
 import sys
 from pathlib import Path
@@ -10,6 +11,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
+# The suite's clusters use a token of their own, so no test reads or writes ~/.ray/auth_token
+# (a new machine has none; `ray.init()` would otherwise create one there).
+os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "jobs"))  # job modules (argument parsing) are tested too
 

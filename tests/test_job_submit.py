@@ -7,6 +7,7 @@ the driver and by every Ray worker.
 
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -46,7 +47,12 @@ def test_cv_job_submitted_to_a_ray_start_head(python_without_affectlab, tmp_path
     python = python_without_affectlab
     port, dashboard = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PYTHONPATH")}
-    env.update(RAY_AUTH_MODE="token", RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS="0", PATH=f"{python.parent}:{env['PATH']}")
+    # The cluster's own token and an empty home: nothing a previous Ray run left in ~/.ray
+    # (a token file) may make this pass, as on a freshly set-up machine.
+    home = tmp_path / "home"
+    home.mkdir()
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32), HOME=str(home),
+               RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS="0", PATH=f"{python.parent}:{env['PATH']}")  # fmt: skip
     ray_cli = [str(python), "-m", "ray.scripts.scripts"]
     temp_dir = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # Unix socket paths must stay short
 
@@ -81,6 +87,7 @@ def test_cv_job_submitted_to_a_ray_start_head(python_without_affectlab, tmp_path
         metrics = json.loads((out / "metrics.json").read_text())
         assert [f["fold"] for f in metrics["folds"]] == [0]
         assert (out / "fold_0" / "model.safetensors").is_file() and (out / "report.html").is_file()
+        assert not (home / ".ray" / "auth_token").exists()  # the token came from the environment
     finally:
         subprocess.run(ray_cli + ["stop", "--force"], env=env, capture_output=True, timeout=120)
         shutil.rmtree(temp_dir, ignore_errors=True)
