@@ -39,7 +39,7 @@ from affectlab.data.mouse_windows import (
 )
 from affectlab.metrics import mouse as mouse_metrics
 from affectlab.models.mouse_ema import EMAModel
-from affectlab.workloads.base import TrainConfig, make_config
+from affectlab.workloads.base import TrainConfig, WorkloadDefaults, make_config
 
 MODELS = ("c3d", "c3d_light", "dual_stream", "multitask")
 DEFAULT_IMAGE_SIZE = {"c3d": 112, "c3d_light": 112, "dual_stream": 112, "multitask": 224}
@@ -116,10 +116,12 @@ class MouseConfig(TrainConfig):
         return self.image_size or DEFAULT_IMAGE_SIZE[self.model]
 
 
-class MouseWorkload:
+class MouseWorkload(WorkloadDefaults):
     name = "mouse"
     config_class = MouseConfig
     eval_splits = ("val", "test")
+    metric_names = ("accuracy", "macro_f1", *(f"f1_{c}" for c in CLASS_NAMES), "edit", "f1@10", "f1@25", "f1@50",
+                    "skipped_samples", "keypoint_mae_px")  # fmt: skip
 
     def make_config(self, values: dict | None = None) -> MouseConfig:
         return make_config(MouseConfig, values)
