@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> Path:
     if args.cv:
         from affectlab.tune.cv import run_cv
 
-        results = run_cv("mouse", cfg, folds, output, run_name, args.storage, args.wandb, args.max_concurrent)
+        results = run_cv(workload, cfg, folds, output, run_name, args.storage, args.wandb, args.max_concurrent)
         metrics, sequences = workload.summarize_cv(results)
         checkpoints = [r.checkpoint_dir for r in results]
         for fold_metrics, directory in zip(metrics["folds"], checkpoints):
