@@ -1,9 +1,13 @@
 """Mouse data layer: trial alignment, DLC reading, validation, grouped splits, pose features."""
 
+import contextlib
+import pickle
 import shutil
+import warnings
 from pathlib import Path
 
 import cv2
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -185,6 +189,83 @@ def test_find_dlc_file_matches_exact_stem_and_filtered_explicitly(tmp_path):
     assert find_dlc_file(tmp_path, "video10", prefer_filtered=True).name == f"video10{tf}.csv"
     assert find_dlc_file(tmp_path, "video2").name == f"video2{dlc3}.csv"
     assert find_dlc_file(tmp_path, "video3") is None
+
+
+# ------------------------------------------------------------------ untrusted H5: no pickle path
+
+
+class TouchOnUnpickle:
+    """Unpickling this calls ``open(marker, "w")``: the marker file proves that code ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def dlc_frame(n: int = 20, bodyparts=BODYPARTS, scorer: str = "DLC_resnet50_testJan1shuffle1_1000") -> pd.DataFrame:
+    """A single-animal DLC table as DeepLabCut builds it (scorer/bodyparts/coords MultiIndex)."""
+    columns = pd.MultiIndex.from_product([[scorer], list(bodyparts), ["x", "y", "likelihood"]], names=["scorer", "bodyparts", "coords"])
+    values = np.random.default_rng(0).uniform(0.5, 1.0, (n, len(columns)))
+    return pd.DataFrame(values, columns=columns)
+
+
+def pickle_bearing_h5(path: Path, marker: Path, n: int = 20) -> Path:
+    """A fixed-format DLC H5 with an object column whose cells run code when unpickled."""
+    table = dlc_frame(n)
+    table[(table.columns[0][0], "note", "text")] = [TouchOnUnpickle(marker)] * n
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pandas warns that PyTables will pickle the object column
+        table.to_hdf(path, key="df_with_missing", format="fixed", mode="w")
+    return path
+
+
+def poisoned_table_h5(path: Path, marker: Path, n: int = 20) -> Path:
+    """A table-format DLC H5 whose column-label attribute is a code-running pickle: PyTables
+    unpickles node attributes, so table format alone is not safe to open with pandas."""
+    dlc_frame(n).to_hdf(path, key="df_with_missing", format="table", mode="w")
+    with h5py.File(path, "a") as handle:
+        handle["df_with_missing/table"].attrs["values_block_0_kind"] = np.bytes_(pickle.dumps(TouchOnUnpickle(marker), protocol=0))
+    return path
+
+
+@pytest.mark.parametrize("make", [pickle_bearing_h5, poisoned_table_h5], ids=["fixed_object_column", "table_pickled_attribute"])
+def test_pickle_bearing_h5_is_refused_without_running_it(tmp_path, make):
+    marker = tmp_path / "code_ran"
+    path = make(tmp_path / "evilDLC_resnet50_x.h5", marker)
+    with contextlib.suppress(Exception):  # the payload is live: pandas runs it on read
+        pd.read_hdf(path)
+    assert marker.exists()
+    marker.unlink()
+    with pytest.raises(MouseDataError, match="refused") as error:
+        read_dlc(path)
+    assert path.name in str(error.value)
+    assert not marker.exists()
+
+
+def test_numeric_h5_in_table_and_fixed_format_reads_like_pandas(tmp_path):
+    table = dlc_frame(30)
+    table.iloc[3, :3] = np.nan  # DLC writes NaN for undetected points
+    for fmt in ("table", "fixed"):
+        path = tmp_path / f"{fmt}DLC_x.h5"
+        table.to_hdf(path, key="df_with_missing", format=fmt, mode="w")
+        xy, likelihood = read_dlc(path, expected_frames=30)
+        np.testing.assert_allclose(xy[:, 1, 0], table[(table.columns[0][0], "L_frontpaw", "x")], rtol=1e-6)
+        assert likelihood[3, 0] == 0 and (xy[3, 0] == 0).all()  # NaN: unseen
+
+
+def test_truncated_or_non_hdf5_h5_names_the_file(tmp_path):
+    good = tmp_path / "goodDLC_x.h5"
+    dlc_frame(200).to_hdf(good, key="df_with_missing", format="table", mode="w")
+    data = good.read_bytes()
+    cases = {"cut": data[: len(data) // 2], "text": b"scorer,DLC\nbodyparts,mouth\n", "empty": b""}
+    for name, content in cases.items():
+        path = tmp_path / f"{name}DLC_x.h5"
+        path.write_bytes(content)
+        with pytest.raises(MouseDataError, match="HDF5") as error:
+            read_dlc(path)
+        assert path.name in str(error.value), name
 
 
 # ------------------------------------------------------------------ bad input

@@ -214,6 +214,21 @@ def test_malformed_requests_get_4xx_and_the_server_keeps_answering(mouse_url, he
     assert r.status_code == 200 and len(r.json()["labels"]) == 1080
 
 
+def test_pickle_bearing_h5_upload_is_refused_and_never_unpickled(mouse_url, held_out, tmp_path):
+    """A DLC H5 that runs code when pandas/PyTables read it (an object column in fixed
+    format; a pickled column-label attribute in table format): 422, and the code never ran."""
+    from test_mouse_data import pickle_bearing_h5, poisoned_table_h5
+
+    video = held_out[0].video_path.read_bytes()
+    for make in (pickle_bearing_h5, poisoned_table_h5):
+        marker = tmp_path / f"{make.__name__}_ran"
+        evil = make(tmp_path / f"{make.__name__}.h5", marker, n=1080).read_bytes()
+        r = segment(mouse_url, files={"video": ("a.mp4", video), "dlc": ("poseDLC_x.h5", evil)})
+        assert r.status_code == 422, (make.__name__, r.status_code, r.text)
+        assert "refused" in r.json()["detail"] and "/tmp" not in r.json()["detail"], r.json()
+        assert not marker.exists(), f"{make.__name__}: the upload's pickle was run on the server"
+
+
 def test_models_and_docs(mouse_url):
     assert httpx.get(f"{mouse_url}/v1/mouse/models", timeout=10).json() == {"default": "best", "models": {"best": 1}}
     spec = httpx.get(f"{mouse_url}/openapi.json", timeout=10).json()

@@ -19,7 +19,6 @@ video appears on two sides, and discovery is sorted so every process sees the sa
 
 from __future__ import annotations
 
-import csv
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+
+from affectlab.data.dlc import MouseDataError, find_dlc_file, read_dlc
 
 CLASS_NAMES = ("rest", "paw_withdraw", "paw_lick", "paw_shake", "walk", "active")
 RAW_NAMES = ("rest", "paw_withdraw", "paw_lick", "paw_guard", "paw_shake", "flinch", "walk", "active")
@@ -39,12 +40,6 @@ BODYPARTS = ("mouth", "L_frontpaw", "R_frontpaw", "L_hindpaw", "R_hindpaw", "tai
 _MERGE_LUT = np.array([RAW_TO_MERGED[r] for r in range(len(RAW_TO_MERGED))], dtype=np.int64)
 _ANNOTATION_RE = re.compile(r"^prediction_(?P<video>.+\.mp4)_(?P<trial>\d+)\.csv$")
 _ANIMAL_RE = re.compile(r"^\d+[MF]$")
-# DLC marks multi-animal tracklet/assembly outputs with these suffixes; never single-animal pose.
-_MULTI_ANIMAL_SUFFIXES = ("_el", "_bx", "_sk", "_tr")
-
-
-class MouseDataError(ValueError):
-    """A native mouse file is missing, malformed or inconsistent with its video."""
 
 
 @dataclass(frozen=True)
@@ -122,134 +117,6 @@ def trial_frame_range(trial: int, n_rows: int) -> tuple[int, int]:
         )
     start = (trial - 1) * TRIAL_FRAMES + (CONTEXT_OFFSET if n_rows != TRIAL_FRAMES else 0)
     return start, start + n_rows
-
-
-# ---------------------------------------------------------------------------- DeepLabCut
-
-
-def _dlc_kind(path: Path, video_stem: str) -> tuple[str, bool] | None:
-    """(scorer, filtered) for a single-animal DLC pose file of this video, else None."""
-    if path.suffix not in (".h5", ".csv"):
-        return None
-    rest = path.stem[len(video_stem):]
-    if not path.stem.startswith(video_stem) or not rest.startswith(("DLC", "DeepCut")):
-        return None
-    filtered = rest.endswith("_filtered")
-    scorer = rest[: -len("_filtered")] if filtered else rest
-    if scorer.endswith(_MULTI_ANIMAL_SUFFIXES) or scorer.endswith("_meta"):
-        return None
-    return scorer, filtered
-
-
-def find_dlc_file(videos_dir, video_stem: str, prefer_filtered: bool = False) -> Path | None:
-    """The DLC pose file of one video, or None.
-
-    Matches ``<stem>DLC...`` exactly, so ``video1`` never picks up ``video10DLC...``, and
-    works for TF-era (``DLC_resnet50_...``) and DLC 3 (``DLC_Resnet50_..._snapshot_010``)
-    scorers. Unfiltered output is used unless ``prefer_filtered`` (then filtered when it
-    exists). H5 wins over CSV for the same scorer; two different scorers are ambiguous.
-    """
-    videos_dir = Path(videos_dir)
-    found: dict[tuple[str, bool], list[Path]] = {}
-    for path in sorted(videos_dir.iterdir()):
-        kind = _dlc_kind(path, video_stem)
-        if kind is not None:
-            found.setdefault(kind, []).append(path)
-    if not found:
-        return None
-    want_filtered = prefer_filtered and any(filtered for _, filtered in found)
-    chosen = {k: v for k, v in found.items() if k[1] == want_filtered}
-    if not chosen:
-        return None
-    if len(chosen) > 1:
-        names = sorted(p.name for paths in chosen.values() for p in paths)
-        raise MouseDataError(
-            f"{videos_dir}: several DLC scorers for video {video_stem}: {names}; keep one"
-        )
-    (paths,) = chosen.values()
-    return min(paths, key=lambda p: (p.suffix != ".h5", p.name))
-
-
-def _csv_header_rows(path: Path) -> list[str]:
-    """First cell of each header row, to tell single- from multi-animal before parsing."""
-    with open(path, newline="") as handle:
-        reader = csv.reader(handle)
-        firsts = []
-        for row in reader:
-            if not row or row[0] not in ("scorer", "individuals", "bodyparts", "coords"):
-                break
-            firsts.append(row[0])
-    return firsts
-
-
-def _read_dlc_table(path: Path) -> pd.DataFrame:
-    if path.suffix == ".csv":
-        header = _csv_header_rows(path)
-        if "individuals" in header:
-            raise MouseDataError(
-                f"{path}: multi-animal DLC file (4 header rows {header}); "
-                "expected single-animal output with header rows scorer/bodyparts/coords"
-            )
-        if header != ["scorer", "bodyparts", "coords"]:
-            raise MouseDataError(
-                f"{path}: header rows {header}, expected scorer/bodyparts/coords"
-            )
-        return pd.read_csv(path, header=[0, 1, 2], index_col=0)
-    if path.suffix == ".h5":
-        with pd.HDFStore(path, mode="r") as store:
-            keys = store.keys()
-            if "/df_with_missing" in keys:
-                key = "/df_with_missing"
-            elif len(keys) == 1:
-                key = keys[0]
-            else:
-                raise MouseDataError(f"{path}: expected key df_with_missing, found {keys}")
-            return store[key]
-    raise MouseDataError(f"{path}: DLC pose must be .csv or .h5")
-
-
-def read_dlc(path, expected_frames: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Read single-animal DLC pose: (xy float32 [T,6,2], likelihood float32 [T,6]).
-
-    Bodyparts are picked by name in ``BODYPARTS`` order (extra bodyparts are ignored), so a
-    project that lists them in another order still reads correctly. Non-finite values get
-    likelihood 0 so that pose interpolation treats them as unseen.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise MouseDataError(f"{path}: DLC pose file not found")
-    table = _read_dlc_table(path)
-    columns = table.columns
-    if columns.nlevels == 4:
-        raise MouseDataError(
-            f"{path}: multi-animal DLC file (4 column levels {list(columns.names)}); "
-            "expected single-animal scorer/bodyparts/coords"
-        )
-    if columns.nlevels != 3:
-        raise MouseDataError(f"{path}: {columns.nlevels} column levels, expected 3 (scorer/bodyparts/coords)")
-    scorers = list(dict.fromkeys(columns.get_level_values(0)))
-    if len(scorers) != 1:
-        raise MouseDataError(f"{path}: expected one scorer, found {scorers}")
-    if expected_frames is not None and len(table) != expected_frames:
-        raise MouseDataError(
-            f"{path}: has {len(table)} pose rows, expected {expected_frames} (one per video frame)"
-        )
-    present = set(columns.get_level_values(1))
-    missing = [bp for bp in BODYPARTS if bp not in present]
-    if missing:
-        raise MouseDataError(f"{path}: missing bodyparts {missing}; expected {list(BODYPARTS)}")
-    values = np.empty((len(table), len(BODYPARTS), 3), dtype=np.float32)
-    for i, bodypart in enumerate(BODYPARTS):
-        for j, coord in enumerate(("x", "y", "likelihood")):
-            key = (scorers[0], bodypart, coord)
-            if key not in columns:
-                raise MouseDataError(f"{path}: bodypart {bodypart} has no {coord!r} column")
-            values[:, i, j] = pd.to_numeric(table[key], errors="coerce").to_numpy(np.float32)
-    xy, likelihood = values[..., :2], values[..., 2]
-    bad = ~np.isfinite(values).all(axis=-1)
-    xy[bad] = 0.0
-    likelihood[bad] = 0.0
-    return np.ascontiguousarray(xy), np.ascontiguousarray(likelihood)
 
 
 # ---------------------------------------------------------------------------- videos

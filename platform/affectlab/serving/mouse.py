@@ -21,9 +21,12 @@ made here:
   likelihood cut are interpolated over the whole video. Without a DLC file, a model
   that uses pose sees all keypoints as missing (features zero, as under temporal dropout)
   and the response says ``"pose": "absent"``: expect lower accuracy than with the file.
+- **No pickles.** An uploaded H5 is read with h5py by ``affectlab.data.dlc`` and never
+  reaches pandas or PyTables, which unpickle object columns and node attributes: only
+  numeric pose tables are read, anything else is a 422 saying why.
 - **Errors.** Anything wrong with the upload is a 4xx naming the field: not a video, a
   video that stops decoding before its header's frame count (truncated), a DLC file that
-  is multi-animal, malformed or has the wrong number of rows.
+  is multi-animal, malformed, holds pickled objects or has the wrong number of rows.
 """
 
 from __future__ import annotations
@@ -139,7 +142,7 @@ OPENAPI = {  # the request and response of /v1/mouse/segment in /docs
                 }
             },
         },
-        "422": {"description": "not a video, truncated video, DLC file malformed, multi-animal or with the wrong row count"},
+        "422": {"description": "not a video, truncated video, DLC file malformed, multi-animal, holding pickled objects or with the wrong row count"},
     },
 }
 
