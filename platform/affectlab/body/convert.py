@@ -87,7 +87,9 @@ def validate_body_model(arrays: Mapping[str, Any], kind: str, source: str = "<ar
 
     kintree = np.asarray(out["kintree_table"])
     if kintree.ndim != 2 or kintree.shape != (2, n_joints) or not np.issubdtype(kintree.dtype, np.number):
-        raise ValueError(f"{source}: kintree_table must be (2, {n_joints}) integers, got {kintree.shape} {kintree.dtype}")
+        raise ValueError(
+            f"{source}: kintree_table must be (2, {n_joints}) integers, got {kintree.shape} {kintree.dtype}"
+        )
     parents = kintree.astype(np.int64)  # uint32 4294967295 marks the root in the real files
     parents[0, 0] = -1
     bad = [j for j in range(1, n_joints) if not 0 <= parents[0, j] < j]
@@ -114,7 +116,9 @@ def validate_body_model(arrays: Mapping[str, Any], kind: str, source: str = "<ar
     }
 
 
-def validate_embedding(embedding: Mapping[str, Any], n_faces: int, source: str = "<embedding>") -> dict[str, np.ndarray]:
+def validate_embedding(
+    embedding: Mapping[str, Any], n_faces: int, source: str = "<embedding>"
+) -> dict[str, np.ndarray]:
     """Check a FLAME landmark embedding (``lmk_face_idx`` (L,), ``lmk_b_coords`` (L, 3))."""
     missing = [key for key in EMBEDDING_KEYS if key not in embedding]
     if missing:
@@ -151,7 +155,9 @@ def write_body_model(
     clean_embedding = None
     if kind == "flame":
         if embedding is None:
-            raise ValueError(f"{source}: a FLAME model needs its landmark embedding ({EMBEDDING_FILE}); smplx.FLAME opens it")
+            raise ValueError(
+                f"{source}: a FLAME model needs its landmark embedding ({EMBEDDING_FILE}); smplx.FLAME opens it"
+            )
         clean_embedding = validate_embedding(embedding, len(model["f"]), source)
     for key, value in (extra or {}).items():
         value = np.asarray(value)

@@ -23,7 +23,9 @@ import smplx
 import torch
 from smplx.utils import Struct
 
-from affectlab.body.convert import EMBEDDING_FILE, load_body_model, model_filename, validate_body_model, validate_embedding
+from affectlab.body.convert import (
+    EMBEDDING_FILE, MODEL_KEYS, load_body_model, model_filename, validate_body_model, validate_embedding,
+)
 from affectlab.body.standin import FLAME_REGIONS_FILE
 from affectlab.data.safe_pickle import load_pickle
 
@@ -84,7 +86,9 @@ def flame_vertices(
     shape = torch.as_tensor(shape, dtype=ref.dtype, device=ref.device)
     if shape.shape != (batch, layer.num_betas):
         raise ValueError(f"shape must be (B={batch}, {layer.num_betas}), got {tuple(shape.shape)}")
-    global_orient = zeros3 if global_orient is None else torch.as_tensor(global_orient, dtype=ref.dtype, device=ref.device)
+    if global_orient is None:
+        global_orient = zeros3
+    global_orient = torch.as_tensor(global_orient, dtype=ref.dtype, device=ref.device)
     if global_orient.shape != (batch, 3):
         raise ValueError(f"global_orient must be (B={batch}, 3) axis-angle, got {tuple(global_orient.shape)}")
     out = layer(
@@ -144,7 +148,7 @@ def smpl_layer(
         bad = {k: i for k, i in vertex_ids.items() if not 0 <= int(i) < n_verts}
         if bad:
             raise ValueError(f"{path}: vertex_ids outside [0, {n_verts}): {bad}")
-    fields = {k: model[k] for k in ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")}
+    fields = {key: model[key] for key in MODEL_KEYS}
     return smplx.SMPLLayer(
         model_path=str(path), data_struct=Struct(**fields), num_betas=num_betas, gender=gender, vertex_ids=vertex_ids
     ).eval()

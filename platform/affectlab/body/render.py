@@ -2,8 +2,9 @@
 
 No display, no GPU, no OpenGL: triangles are rasterised in numpy (orthographic camera
 looking down -z, y up, z-buffer, flat shading with a directional light; back faces are
-lit too but dimmed, so the inside of an open mouth reads as a cavity), frames are piped to the ffmpeg binary that ``imageio-ffmpeg``
-ships and encoded as H.264 / yuv420p (what browsers play), with the audio muxed as AAC.
+lit too but dimmed, so the inside of an open mouth reads as a cavity). Frames are piped
+to the ffmpeg binary that ``imageio-ffmpeg`` ships and encoded as H.264 / yuv420p (what
+browsers play), with the audio muxed as AAC.
 One camera is fitted to all frames and panels, so the same pose gives the same pixels.
 """
 
