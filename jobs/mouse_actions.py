@@ -31,7 +31,7 @@ _FIELDS = (
     "model", "backbone", "weights_path", "image_size", "hidden", "dropout", "c3d_width", "window", "eval_window",
     "train_stride", "test_fraction", "val_fraction", "min_likelihood", "epochs", "batch_size", "lr", "weight_decay",
     "backbone_lr_mult", "focal_gamma", "label_smoothing", "oversample_max", "ema_decay", "keypoint_jitter",
-    "temporal_dropout", "seed",
+    "temporal_dropout", "seed", "bodyparts", "individual",
 )  # fmt: skip
 _ON = ("ema", "rotate90", "prefer_filtered")  # flags that switch a field on
 _OFF = {"no_pretrained": "pretrained", "no_class_weights": "class_weights", "no_oversample": "oversample", "no_augment": "augment"}
@@ -56,7 +56,9 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--test-fraction", type=float, help="share of animals held out for test (single split)")
     d.add_argument("--val-fraction", type=float, help="share of animals held out for validation (checkpoint selection, thresholds)")
     d.add_argument("--min-likelihood", type=float, help="DLC likelihood below which a keypoint is interpolated and not a keypoint target")
-    d.add_argument("--prefer-filtered", action="store_true", help="use DeepLabCut's *_filtered pose files where they exist")
+    d.add_argument("--prefer-filtered", action="store_true", help="use DeepLabCut's *_filtered pose files where they exist (a video with only filtered output uses it anyway)")
+    d.add_argument("--bodyparts", metavar="OURS=THEIRS,...", help="the DLC project's names of affectlab's bodyparts (mouth, L_frontpaw, R_frontpaw, L_hindpaw, R_hindpaw, tail_base), e.g. 'mouth=Snout,L_frontpaw=Front Paw L,...'; unmapped ones are looked up under their own name")
+    d.add_argument("--individual", help="multi-animal DLC files: the individual to read (an error lists the file's individuals)")
     d.add_argument("--synthetic-animals", type=int, default=8, help="with --synthetic: number of animals (one 3-trial video each)")
     d.add_argument("--synthetic-size", type=int, default=128, help="with --synthetic: video width and height, pixels")
     m = p.add_argument_group("model")

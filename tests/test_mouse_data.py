@@ -26,6 +26,7 @@ from affectlab.data.mouse import (
     read_video_frames,
     trial_frame_range,
 )
+from affectlab.data.dlc import parse_bodypart_map
 from affectlab.data.pose import interpolate_low_likelihood, pose_features
 from affectlab.data.synthetic_mouse import decode_stamp, write_synthetic_mouse
 
@@ -266,6 +267,174 @@ def test_truncated_or_non_hdf5_h5_names_the_file(tmp_path):
         with pytest.raises(MouseDataError, match="HDF5") as error:
             read_dlc(path)
         assert path.name in str(error.value), name
+
+
+# ------------------------------------------------------------------ other DLC projects: bodypart map, file kinds
+
+THEIRS = ("Snout", "Front Paw L", "FrontPawR", "HindPawL", "HindPawR", "TailBase")  # another lab's names
+THEIR_MAP = ",".join(f"{ours}={theirs}" for ours, theirs in zip(BODYPARTS, THEIRS))
+
+
+def multi_animal_frame(n: int = 20, individuals=("mouse1", "mouse2"), bodyparts=THEIRS) -> pd.DataFrame:
+    """Multi-animal DLC output: scorer/individuals/bodyparts/coords; mouse k's x values are k*100 + frame."""
+    columns = pd.MultiIndex.from_product(
+        [["DLC_dlcrnetms5_maJan1shuffle1_100"], list(individuals), list(bodyparts), ["x", "y", "likelihood"]],
+        names=["scorer", "individuals", "bodyparts", "coords"],
+    )
+    table = pd.DataFrame(np.ones((n, len(columns))), columns=columns)
+    for k, name in enumerate(individuals, start=1):
+        for bp in bodyparts:
+            table[(columns[0][0], name, bp, "x")] = k * 100 + np.arange(n, dtype=float)
+    return table
+
+
+def test_bodypart_map_reads_another_projects_names_in_every_single_animal_layout(tmp_path):
+    table = dlc_frame(40, bodyparts=THEIRS)
+    paths = {"csv": tmp_path / "vDLC_x.csv", "h5": tmp_path / "vDLC_x.h5", "h5_other_key": tmp_path / "wDLC_x.h5"}
+    table.to_csv(paths["csv"])
+    table.to_hdf(paths["h5"], key="df_with_missing", format="table", mode="w")
+    table.to_hdf(paths["h5_other_key"], key="pose", format="fixed", mode="w")  # a single key of another name
+    expected = table.xs("x", level="coords", axis=1).to_numpy(np.float32)  # THEIRS order = BODYPARTS order
+    for kind, path in paths.items():
+        xy, likelihood = read_dlc(path, expected_frames=40, bodyparts=THEIR_MAP)
+        np.testing.assert_allclose(xy[..., 0], expected, rtol=1e-6, err_msg=kind)
+        with pytest.raises(MouseDataError, match="missing bodyparts") as error:
+            read_dlc(path)
+        message = str(error.value)
+        assert "'Snout', 'Front Paw L'" in message and "--bodyparts" in message, message  # what the file has, how to map
+    # a dict works as well as the string form, and the map is checked before the file
+    np.testing.assert_array_equal(read_dlc(paths["csv"], bodyparts=dict(zip(BODYPARTS, THEIRS)))[0], read_dlc(paths["csv"], bodyparts=THEIR_MAP)[0])
+    with pytest.raises(MouseDataError, match=r"missing bodyparts \['mouth'\] \(looked for \['Nose'\]\).*'Snout'"):
+        read_dlc(paths["csv"], bodyparts=THEIR_MAP.replace("mouth=Snout", "mouth=Nose"))
+
+
+def test_bodypart_map_is_validated_up_front():
+    assert parse_bodypart_map("mouth=Snout, tail_base = Tail Base ,") == {"mouth": "Snout", "tail_base": "Tail Base"}
+    assert parse_bodypart_map(None) == {} and parse_bodypart_map("") == {}
+    for spec, message in [
+        ("nose=Snout", r"unknown bodypart\(s\) \['nose'\].*'mouth'"),
+        ("mouth=Snout,mouth=Nose", "'mouth' is mapped twice"),
+        ("mouth=Snout,tail_base=Snout", "several bodyparts from one name"),
+        ("mouth=tail_base", "several bodyparts from one name"),  # tail_base, unmapped, is read as tail_base too
+        ("mouth", "not ours=theirs"),
+        ("mouth=", "not ours=theirs"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_bodypart_map(spec)
+    with pytest.raises(ValueError, match="unknown bodypart"):
+        read_dlc("/nonexistent.csv", bodyparts="nose=Snout")  # before the file is looked at
+
+
+@pytest.mark.parametrize("fmt", ["csv", "table", "fixed"])
+def test_multi_animal_needs_an_individual_and_reads_the_chosen_one(tmp_path, fmt):
+    table = multi_animal_frame()
+    path = tmp_path / ("maDLC_x_el.csv" if fmt == "csv" else "maDLC_x_el.h5")
+    if fmt == "csv":
+        table.to_csv(path)
+    else:
+        table.to_hdf(path, key="df_with_missing", format=fmt, mode="w")
+    with pytest.raises(MouseDataError, match=r"multi-animal DLC file with individuals \['mouse1', 'mouse2'\]; choose one.*--individual"):
+        read_dlc(path, bodyparts=THEIR_MAP)
+    with pytest.raises(MouseDataError, match=r"no individual 'mouse3'.*\['mouse1', 'mouse2'\]"):
+        read_dlc(path, bodyparts=THEIR_MAP, individual="mouse3")
+    xy, _ = read_dlc(path, expected_frames=20, bodyparts=THEIR_MAP, individual="mouse2")
+    np.testing.assert_array_equal(xy[:, :, 0], 200 + np.arange(20)[:, None] * np.ones(6))
+    # an individual named for a single-animal file is not needed there: ignored
+    table = dlc_frame(20)
+    table.to_csv(tmp_path / "singleDLC_x.csv")
+    assert read_dlc(tmp_path / "singleDLC_x.csv", individual="mouse2")[0].shape == (20, 6, 2)
+
+
+def test_labelled_data_is_recognised_and_refused(tmp_path):
+    """DLC >= 2.2 CollectedData: 3 index columns (labeled-data, video, image), x/y only."""
+    columns = pd.MultiIndex.from_product([["Mena"], list(THEIRS), ["x", "y"]], names=["scorer", "bodyparts", "coords"])
+    index = pd.MultiIndex.from_tuples([("labeled-data", "video1", f"img{i:05d}.png") for i in range(5)])
+    table = pd.DataFrame(np.random.default_rng(0).uniform(0, 500, (5, len(columns))), columns=columns, index=index)
+    table.to_csv(tmp_path / "labels.csv")
+    table.to_hdf(tmp_path / "labels.h5", key="df_with_missing", mode="w")  # DLC's own call: fixed format
+    flat = table.reset_index(drop=True)  # x/y without likelihood, whatever the index
+    flat.to_csv(tmp_path / "flat.csv")
+    table.to_csv(tmp_path / "CollectedData_Mena.csv")
+    for name in ("labels.csv", "labels.h5", "flat.csv", "CollectedData_Mena.csv"):
+        with pytest.raises(MouseDataError, match="labelled training data.*not tracking output") as error:
+            read_dlc(tmp_path / name, bodyparts=THEIR_MAP)
+        assert name in str(error.value)
+
+
+def test_skipped_frame_is_an_error_not_a_shift(tmp_path):
+    table = dlc_frame(60).drop(index=40)  # rows 39 -> 41
+    table.to_csv(tmp_path / "gapDLC_x.csv")
+    table.to_hdf(tmp_path / "gapDLC_x.h5", key="df_with_missing", format="table", mode="w")
+    for name in ("gapDLC_x.csv", "gapDLC_x.h5"):
+        with pytest.raises(MouseDataError, match="jumps from 39 to 41 at row 40: a skipped frame") as error:
+            read_dlc(tmp_path / name)
+        assert name in str(error.value)
+    dlc_frame(10).set_axis(np.arange(5, 15)).to_csv(tmp_path / "offsetDLC_x.csv")
+    with pytest.raises(MouseDataError, match="row 0 is frame 5, expected 0"):
+        read_dlc(tmp_path / "offsetDLC_x.csv")
+
+
+def test_spreadsheet_resave_with_bom_and_crlf_reads_the_same(tmp_path):
+    table = dlc_frame(30)
+    table.iloc[0] = np.nan  # an all-empty first row (pandas' index_col=0 quirk)
+    table.to_csv(tmp_path / "plainDLC_x.csv")
+    text = (tmp_path / "plainDLC_x.csv").read_text()
+    (tmp_path / "excelDLC_x.csv").write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
+    plain, excel = read_dlc(tmp_path / "plainDLC_x.csv", expected_frames=30), read_dlc(tmp_path / "excelDLC_x.csv", expected_frames=30)
+    for a, b in zip(plain, excel):
+        np.testing.assert_array_equal(a, b)
+    assert plain[1][0].tolist() == [0.0] * 6 and plain[1][1].min() > 0.5
+
+
+def test_malformed_csv_cells_name_the_row(tmp_path):
+    lines = dlc_frame(5).to_csv().splitlines()
+    cells = lines[5].split(",")
+    cells[2] = "oops"
+    lines[5] = ",".join(cells)
+    (tmp_path / "badDLC_x.csv").write_text("\n".join(lines))
+    with pytest.raises(MouseDataError, match=r"data row 2 has 'oops' as its column \(.*'mouth', 'y'\), expected a number"):
+        read_dlc(tmp_path / "badDLC_x.csv")
+
+
+def test_filtered_output_is_used_when_it_is_the_only_one(tmp_path):
+    tf = "DLC_resnet50_pawtracking_comparisionMay7shuffle1_500000"
+    (tmp_path / f"video4{tf}_filtered.csv").touch()
+    (tmp_path / f"video5DLC_dlcrnetms5_maJan1shuffle1_100_el.h5").touch()  # multi-animal tracks are pose too
+    (tmp_path / f"video5DLC_dlcrnetms5_maJan1shuffle1_100_full.pickle").touch()
+    assert find_dlc_file(tmp_path, "video4").name == f"video4{tf}_filtered.csv"
+    assert find_dlc_file(tmp_path, "video4", prefer_filtered=True).name == f"video4{tf}_filtered.csv"
+    assert find_dlc_file(tmp_path, "video5").name == "video5DLC_dlcrnetms5_maJan1shuffle1_100_el.h5"
+
+
+def test_discover_and_windows_read_a_renamed_project_through_the_map(dataset, tmp_path):
+    """A dataset whose DLC files use another lab's bodypart names trains through the map."""
+    from affectlab.data.mouse_windows import read_window
+
+    root = _copy(dataset, tmp_path)
+    for path in sorted((root / "Videos").glob("*DLC*")):
+        table = read_dlc_frame(path)
+        table.columns = table.columns.set_levels([dict(zip(BODYPARTS, THEIRS))[b] for b in table.columns.levels[1]], level=1)
+        if path.suffix == ".h5":
+            table.to_hdf(path, key="df_with_missing", format="table", mode="w")
+        else:
+            table.to_csv(path)
+    with pytest.raises(MouseDataError, match="missing bodyparts.*--bodyparts"):
+        discover(root)
+    trials = discover(root, bodyparts=THEIR_MAP)
+    assert [t.annotation_path.name for t in trials] == [t.annotation_path.name for t in discover(dataset)]
+    trial = _trial(trials, 1, 2)
+    args = (str(trial.video_path), str(trial.dlc_path), trial.start, trial.stop, 0, 8, SIZE)
+    original = _trial(discover(dataset), 1, 2)
+    mapped = read_window(*args, bodyparts=parse_bodypart_map(THEIR_MAP))
+    expected = read_window(str(original.video_path), str(original.dlc_path), *args[2:])
+    np.testing.assert_array_equal(mapped["keypoints"], expected["keypoints"])
+
+
+def read_dlc_frame(path: Path) -> pd.DataFrame:
+    """A DLC file as pandas reads it (only for files these tests wrote themselves)."""
+    if path.suffix == ".h5":
+        return pd.read_hdf(path, key="df_with_missing")
+    return pd.read_csv(path, header=[0, 1, 2], index_col=0)
 
 
 # ------------------------------------------------------------------ bad input

@@ -57,6 +57,23 @@ def test_no_animal_or_video_on_two_sides(mice):
     assert sorted(a for fold in tested for a in fold) == sorted(all_animals)  # each animal tested once
 
 
+def test_bodypart_map_and_individual_are_config_fields_checked_up_front(tmp_path, mice):
+    import mouse_actions
+
+    cfg = MouseConfig(bodyparts="mouth=Snout, tail_base=Tail Base", individual="mouse1")
+    assert cfg.bodyparts == {"mouth": "Snout", "tail_base": "Tail Base"}
+    assert MouseConfig(**{**vars(cfg)}).bodyparts == cfg.bodyparts  # a dict (config.json) round-trips
+    with pytest.raises(ValueError, match=r"unknown bodypart\(s\) \['nose'\]"):
+        MouseConfig(bodyparts="nose=Snout")
+    args = mouse_actions.parser().parse_args(["--data-dir", str(mice), "--output", str(tmp_path), "--bodyparts", "mouth=Snout", "--individual", "m2"])
+    job_cfg = mouse_actions.config(args, mice)
+    assert (job_cfg.bodyparts, job_cfg.individual) == ({"mouth": "Snout"}, "m2")
+    with pytest.raises(SystemExit, match="mapped twice"):
+        mouse_actions.main(["--data-dir", str(mice), "--output", str(tmp_path / "o"), "--bodyparts", "mouth=A,mouth=B"])
+    with pytest.raises(SystemExit, match=r"missing bodyparts \['mouth'\] \(looked for \['Snout'\]\)"):
+        mouse_actions.main(["--data-dir", str(mice), "--output", str(tmp_path / "o"), "--bodyparts", "mouth=Snout"])
+
+
 # ------------------------------------------------------------------ windows
 
 

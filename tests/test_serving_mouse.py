@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from affectlab.data.mouse import MouseDataError, discover, read_annotation, read_video_frames
+from affectlab.data.synthetic_mouse import write_synthetic_mouse
 from affectlab.data.mouse_windows import iter_video_windows, window_starts
 from affectlab.metrics.mouse import apply_thresholds, frame_scores, stitch_trials
 from affectlab.serving.layer import BadInput, Payload
@@ -106,6 +107,35 @@ def test_decode_rejects_bad_uploads_by_field(mouse_run, held_out, tmp_path):
     assert "unknown field" in error(video=video, pose=b"x").message
     x = predictor.decode(Payload({"video": [video], "dlc": [h5_bytes(table, tmp_path)]}, "multipart"), entry)
     assert (x.n_frames, x.size, x.pose, x.keypoints.shape) == (1080, (128, 128), "given", (1080, 6, 2))
+
+
+def test_decode_reads_another_projects_dlc_through_the_bodypart_map(tmp_path):
+    """No model needed: the serving map (build arg) wins over the model's training config."""
+    from affectlab.constants.mouse import BODYPARTS
+    from affectlab.serving.registry import ModelEntry
+
+    data = write_synthetic_mouse(tmp_path / "data", n_animals=1, size=32, seed=1)
+    (trial, *_) = discover(data)
+    theirs = ["Snout", "FrontPawL", "FrontPawR", "HindPawL", "HindPawR", "Tail Base"]
+    table = dlc_table(trial.dlc_path)
+    table.columns = table.columns.set_levels([dict(zip(BODYPARTS, theirs))[b] for b in table.columns.levels[1]], level=1)
+    video, upload = trial.video_path.read_bytes(), csv_bytes(table)
+    their_map = dict(zip(BODYPARTS, theirs))
+    payload = lambda: Payload({"video": [video], "dlc": [upload]}, "multipart")  # noqa: E731
+    plain = ModelEntry("best", tmp_path, (), {"model": "multitask", "min_likelihood": 0.9})
+    trained_with_map = ModelEntry("best", tmp_path, (), {"model": "multitask", "min_likelihood": 0.9, "bodyparts": their_map})
+
+    with pytest.raises(BadInput) as caught:
+        MousePredictor().decode(payload(), plain)
+    message = caught.value.message
+    assert caught.value.status == 422 and "'Snout', 'FrontPawL'" in message and "bodyparts argument" in message
+    assert "/tmp" not in message and str(tmp_path) not in message
+    expected = MousePredictor().decode(Payload({"video": [video], "dlc": [csv_bytes(dlc_table(trial.dlc_path))]}, "multipart"), plain)
+    for predictor, entry in ((MousePredictor(), trained_with_map), (MousePredictor(bodyparts=",".join(f"{a}={b}" for a, b in their_map.items())), plain)):
+        x = predictor.decode(payload(), entry)
+        np.testing.assert_array_equal(x.keypoints, expected.keypoints)
+    with pytest.raises(ValueError, match="unknown bodypart"):
+        MousePredictor(bodyparts="nose=Snout")  # build(args) fails before anything is served
 
 
 # -- over HTTP -----------------------------------------------------------------------------------

@@ -208,6 +208,8 @@ def read_dlc(
 def read_pose_table(path) -> PoseTable:
     """The columns and values of a DLC CSV or H5 (H5 by its suffix or its HDF5 signature)."""
     path = Path(path)
+    if path.name.startswith("CollectedData"):
+        raise labelled_data_error(path)
     if path.suffix.lower() in H5_SUFFIXES:
         return _read_h5(path)
     if path.suffix.lower() == ".csv":
@@ -260,7 +262,7 @@ def select_pose(table: PoseTable, names: list[str], individual: str | None = Non
     missing = [(ours, theirs) for ours, theirs in zip(BODYPARTS, names) if theirs not in present]
     if missing:
         looked = "" if all(o == t for o, t in missing) else f" (looked for {[t for _, t in missing]})"
-        example = ",".join(f"{ours}=<its name in the file>" for ours, _ in missing)
+        example = ",".join(f"{ours}=<name>" for ours, _ in missing)
         raise MouseDataError(
             f"{path}: missing bodyparts {[o for o, _ in missing]}{looked}; the file has bodyparts {present}. "
             f"Map affectlab's bodyparts {list(BODYPARTS)} to the file's as ours=theirs, e.g. --bodyparts {example} "
@@ -497,14 +499,15 @@ def _fixed_labels(path: Path, group, prefix: str, width: int) -> tuple[list[tupl
 
 def _read_fixed_format(path: Path, group) -> PoseTable:
     """``format="fixed"``: numeric ``block<i>_values`` arrays labelled by plain string arrays."""
-    if _text_attr(group, "axis1_variety") != "regular":
-        raise MouseDataError(
-            f"{path}: the row index is a MultiIndex (labelled data such as CollectedData are indexed by image), "
-            "expected frame numbers"
-        )
+    if _text_attr(group, "axis1_variety") == "multi":  # DLC >= 2.2 CollectedData: (labeled-data, video, image)
+        raise labelled_data_error(path)
     index_node = group.get("axis1")
     if not isinstance(index_node, h5py.Dataset) or _text_attr(index_node, "kind") != "integer":
-        raise MouseDataError(f"{path}: the row index is not frame numbers (integers)")
+        kind = _text_attr(index_node, "kind") if isinstance(index_node, h5py.Dataset) else None
+        raise MouseDataError(
+            f"{path}: the row index holds {kind or 'no'} values, not frame numbers "
+            "(labelled data such as CollectedData are indexed by image)"
+        )
     index = _plain_array(path, group, "axis1", "iu", "row index")
     columns, names, blocks = [], None, []
     for i in range(int(group.attrs.get("nblocks", 0))):

@@ -20,6 +20,7 @@ video appears on two sides, and discovery is sorted so every process sees the sa
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from affectlab.data.dlc import MouseDataError, find_dlc_file, read_dlc
+from affectlab.data.dlc import MouseDataError, find_dlc_file, parse_bodypart_map, read_dlc
 
 CLASS_NAMES = ("rest", "paw_withdraw", "paw_lick", "paw_shake", "walk", "active")
 RAW_NAMES = ("rest", "paw_withdraw", "paw_lick", "paw_guard", "paw_shake", "flinch", "walk", "active")
@@ -180,13 +181,22 @@ def animal_id_from_name(video_stem: str) -> str:
     return video_stem
 
 
-def discover(data_dir, prefer_filtered: bool = False, require_pose: bool = True) -> list[Trial]:
+def discover(
+    data_dir,
+    prefer_filtered: bool = False,
+    require_pose: bool = True,
+    bodyparts: Mapping[str, str] | str | None = None,
+    individual: str | None = None,
+) -> list[Trial]:
     """Find and validate every annotated trial under ``data_dir`` (sorted, deterministic).
 
     Everything is checked before any work starts: each annotation names an existing video,
     parses, and its frame range lies inside the video; each video's DLC file exists (when
-    ``require_pose``) and has exactly one row per video frame.
+    ``require_pose``), has exactly one row per video frame (frames 0, 1, 2, ...) and the six
+    bodyparts under the names of the bodypart map ``bodyparts`` (ours=theirs; see
+    ``affectlab.data.dlc``), for ``individual`` in a multi-animal file.
     """
+    parse_bodypart_map(bodyparts)  # a bad map fails before any file is read
     data_dir = Path(data_dir)
     videos_dir, annotations_dir = data_dir / "Videos", data_dir / "Annotations"
     for folder in (videos_dir, annotations_dir):
@@ -212,7 +222,7 @@ def discover(data_dir, prefer_filtered: bool = False, require_pose: bool = True)
             if dlc_path is None and require_pose:
                 raise MouseDataError(f"{videos_dir}: no DeepLabCut file {stem}DLC*.h5/.csv for {video_name}")
             if dlc_path is not None:
-                read_dlc(dlc_path, expected_frames=n_frames)
+                read_dlc(dlc_path, expected_frames=n_frames, bodyparts=bodyparts, individual=individual)
             video_info[video_name] = (n_frames, dlc_path)
         n_frames, dlc_path = video_info[video_name]
         start, stop = trial_frame_range(trial, len(read_annotation(annotation_path)))

@@ -114,15 +114,24 @@ def oversample_repeats(window_labels: list[np.ndarray], counts: np.ndarray, max_
     return repeats
 
 
-def window_dataset(items: list[dict], image_size: int, min_likelihood: float = 0.9, class_weights=None, windows_per_task: int = 8):
-    """A Ray Dataset of decoded windows (see the module docstring for the columns)."""
+def window_dataset(
+    items: list[dict], image_size: int, min_likelihood: float = 0.9, class_weights=None, windows_per_task: int = 8,
+    bodyparts: dict[str, str] | None = None, individual: str | None = None,
+):  # fmt: skip
+    """A Ray Dataset of decoded windows (see the module docstring for the columns).
+
+    ``bodyparts`` (ours=theirs) and ``individual`` say where the six keypoints are in the
+    DLC files (``affectlab.data.dlc.read_dlc``). Blocks hold consecutive items: order the
+    items so that every stretch mixes trials (``affectlab.data.mouse_dataset``).
+    """
     if not items:
         raise ValueError("no windows to read")
     n_blocks = max(1, math.ceil(len(items) / (2 * windows_per_task)))
     weights = None if class_weights is None else np.asarray(class_weights, dtype=np.float32)
+    pose_kwargs = {"bodyparts": dict(bodyparts or {}), "individual": individual}
     return ray.data.from_items(items, override_num_blocks=n_blocks).map_batches(
         load_windows,
-        fn_kwargs={"image_size": image_size, "min_likelihood": min_likelihood, "class_weights": weights},
+        fn_kwargs={"image_size": image_size, "min_likelihood": min_likelihood, "class_weights": weights, **pose_kwargs},
         batch_size=windows_per_task,
         num_cpus=0.25,
     )
@@ -143,9 +152,9 @@ def _video_wh(path: str) -> tuple[int, int]:
 
 
 @functools.lru_cache(maxsize=32)
-def _trial_pose(dlc_path: str, start: int, stop: int, min_likelihood: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _trial_pose(dlc_path: str, start: int, stop: int, min_likelihood: float, pose_key: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(keypoints px [n,6,2], visible [n,6], missing [6]) of one trial, interpolated over the trial."""
-    xy, likelihood = _read_dlc_cached(dlc_path)
+    xy, likelihood = _read_dlc_cached(dlc_path, pose_key)
     xy, likelihood = xy[start:stop], likelihood[start:stop]
     points, missing = interpolate_low_likelihood(xy, likelihood, min_likelihood)
     visible = (likelihood >= min_likelihood) & ~missing[None, :]
@@ -153,18 +162,27 @@ def _trial_pose(dlc_path: str, start: int, stop: int, min_likelihood: float) -> 
 
 
 @functools.lru_cache(maxsize=8)
-def _read_dlc_cached(dlc_path: str):
-    return read_dlc(dlc_path)
+def _read_dlc_cached(dlc_path: str, pose_key: tuple):
+    bodyparts, individual = pose_key
+    return read_dlc(dlc_path, bodyparts=dict(bodyparts), individual=individual)
 
 
-def read_window(video: str, dlc: str, trial_start: int, trial_stop: int, row: int, length: int, image_size: int, min_likelihood: float = 0.9) -> dict[str, np.ndarray]:
+def _pose_key(bodyparts: dict[str, str] | None, individual: str | None) -> tuple:
+    """Where the keypoints are in a DLC file, hashable (a cache key)."""
+    return tuple(sorted((bodyparts or {}).items())), individual
+
+
+def read_window(
+    video: str, dlc: str, trial_start: int, trial_stop: int, row: int, length: int, image_size: int,
+    min_likelihood: float = 0.9, bodyparts: dict[str, str] | None = None, individual: str | None = None,
+) -> dict[str, np.ndarray]:  # fmt: skip
     """Decode one window: rows ``row .. row+length`` of the trial starting at video frame ``trial_start``."""
     first = trial_start + row
     if first + length > trial_stop:
         raise MouseDataError(f"{video}: window rows {row}-{row + length - 1} run past the trial's last frame")
     frames = read_video_frames(video, first, first + length, image_size)
     width, height = _video_wh(video)
-    points, visible, missing = _trial_pose(dlc, trial_start, trial_stop, min_likelihood)
+    points, visible, missing = _trial_pose(dlc, trial_start, trial_stop, min_likelihood, _pose_key(bodyparts, individual))
     keypoints = points[row : row + length] / np.array([width, height], dtype=np.float32)
     return {
         "frames": frames,
@@ -175,7 +193,10 @@ def read_window(video: str, dlc: str, trial_start: int, trial_stop: int, row: in
     }
 
 
-def load_windows(batch: dict, image_size: int, min_likelihood: float = 0.9, class_weights=None) -> dict[str, np.ndarray]:
+def load_windows(
+    batch: dict, image_size: int, min_likelihood: float = 0.9, class_weights=None,
+    bodyparts: dict[str, str] | None = None, individual: str | None = None,
+) -> dict[str, np.ndarray]:  # fmt: skip
     """Ray Data ``map_batches`` function: window items -> decoded, aligned windows."""
     n, length = batch["labels"].shape
     out = {
@@ -193,7 +214,7 @@ def load_windows(batch: dict, image_size: int, min_likelihood: float = 0.9, clas
         try:
             window = read_window(
                 str(batch["video"][i]), str(batch["dlc"][i]), int(batch["trial_start"][i]), int(batch["trial_stop"][i]),
-                int(batch["row"][i]), length, image_size, min_likelihood,
+                int(batch["row"][i]), length, image_size, min_likelihood, bodyparts, individual,
             )  # fmt: skip
         except (MouseDataError, cv2.error) as error:  # one corrupt sample: skip and count
             log.warning("skipping window (trial %s, row %s): %s", batch["trial_id"][i], batch["row"][i], error)

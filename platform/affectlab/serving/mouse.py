@@ -17,8 +17,10 @@ made here:
   ``argmax_c p_c / t_c``. Without that file the rule is the plain argmax
   (``thresholds_source`` says which). An ensemble averages its folds' probabilities and
   thresholds.
-- **Pose.** The DLC file must have one row per video frame; points under the model's
-  likelihood cut are interpolated over the whole video. Without a DLC file, a model
+- **Pose.** The DLC file must have one row per video frame (frames 0, 1, 2, ...). Its
+  bodyparts are found by the serving argument ``bodyparts`` (ours=theirs), else by the
+  model's training config; ``individual`` picks the animal of a multi-animal file. Points
+  under the model's likelihood cut are interpolated over the whole video. Without a DLC file, a model
   that uses pose sees all keypoints as missing (features zero, as under temporal dropout)
   and the response says ``"pose": "absent"``: expect lower accuracy than with the file.
 - **No pickles.** An uploaded H5 is read with h5py by ``affectlab.data.dlc`` and never
@@ -40,7 +42,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from affectlab.data.mouse import CLASS_NAMES, MouseDataError, read_dlc
+from affectlab.data.dlc import MouseDataError, parse_bodypart_map, read_dlc
+from affectlab.data.mouse import CLASS_NAMES
 from affectlab.data.mouse_windows import iter_video_windows
 from affectlab.data.pose import interpolate_low_likelihood
 from affectlab.metrics.mouse import apply_thresholds, stitch_trials
@@ -157,9 +160,15 @@ class MousePredictor:
     openapi = OPENAPI
     description = "Per-frame pain behaviours (rest, paw_withdraw, paw_lick, paw_shake, walk, active) from a bottom-view video and its DeepLabCut pose."
 
+    def __init__(self, bodyparts: dict[str, str] | str | None = None, individual: str | None = None):
+        """``bodyparts`` (ours=theirs) and ``individual`` say where the keypoints are in uploaded
+        DLC files; unset, each model's training config decides (``MouseConfig.bodyparts``)."""
+        self.bodyparts = parse_bodypart_map(bodyparts) if bodyparts else None
+        self.individual = individual or None
+
     # -- model replicas --------------------------------------------------------------------
     def load(self, entry: ModelEntry) -> MouseModel:
-        nets, cfg, device = load_members(entry, agree_on=("model", "input_size", "eval_window", "min_likelihood"))
+        nets, cfg, device = load_members(entry, _build_mouse_model, agree_on=("model", "input_size", "eval_window", "min_likelihood"))
         found = [member_thresholds(m) for m in entry.members]
         if all(t is not None for t in found):
             thresholds, source = np.mean(found, axis=0), "validation"
@@ -279,8 +288,10 @@ class MousePredictor:
                 return MouseInput(video, n_frames, fps, size, None, None, "absent" if uses_pose else "unused")
             pose_path = Path(tmp) / ("upload.h5" if dlc[0].startswith(HDF5_MAGIC) else "upload.csv")
             pose_path.write_bytes(dlc[0])
+            bodyparts = self.bodyparts if self.bodyparts is not None else entry.config.get("bodyparts") or {}
+            individual = self.individual or entry.config.get("individual")
             try:
-                xy, likelihood = read_dlc(pose_path, expected_frames=n_frames)
+                xy, likelihood = read_dlc(pose_path, expected_frames=n_frames, bodyparts=bodyparts, individual=individual)
             except MouseDataError as error:
                 raise BadInput(422, f"field 'dlc': {_without_path(error)}") from None
             except Exception as error:  # pandas and PyTables raise many kinds for garbage
@@ -320,10 +331,22 @@ def _without_path(error: Exception) -> str:
     return tail if sep and Path(head).is_absolute() else str(error)
 
 
+def _build_mouse_model(config: dict):
+    from affectlab.workloads.mouse import MouseWorkload  # moves to a lower layer with the mouse split
+
+    workload = MouseWorkload()
+    cfg = workload.make_config(config)
+    return workload.build_model(cfg, pretrained=False), cfg
+
+
 def build(args: dict):
     """The Serve application builder: ``serve run affectlab.serving.mouse:build checkpoint=DIR``.
 
-    ``args``: every ``ServeOptions`` field. ``max_batch_size`` defaults to 1 here: one
-    request is a whole video, already cut into batches of windows.
+    ``args``: every ``ServeOptions`` field, plus ``bodyparts`` (``mouth=Snout,...`` or a
+    mapping, validated here) and ``individual`` for uploads from other DLC projects.
+    ``max_batch_size`` defaults to 1 here: one request is a whole video, already cut into
+    batches of windows.
     """
-    return build_app(MousePredictor(), {"max_batch_size": 1, **args})
+    args = dict(args)
+    predictor = MousePredictor(args.pop("bodyparts", None), args.pop("individual", None))
+    return build_app(predictor, {"max_batch_size": 1, **args})

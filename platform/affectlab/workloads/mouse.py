@@ -20,13 +20,14 @@ animals are never seen in training or selection.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from affectlab.data.dlc import parse_bodypart_map
 from affectlab.data.mouse import CLASS_NAMES, Trial, discover, group_kfold, group_split
 from affectlab.data.mouse_windows import (
     class_counts,
@@ -58,7 +59,9 @@ class MouseConfig(TrainConfig):
     val_fraction: float = 0.1  # of the animals, carved from the training side
     cv_folds: int = 5  # K of --cv K (folds grouped by animal)
     min_likelihood: float = 0.9  # DLC points below are interpolated and left out of the keypoint loss
-    prefer_filtered: bool = False  # use DLC's *_filtered pose files when present
+    prefer_filtered: bool = False  # use DLC's *_filtered pose files when present (else only where they are the only ones)
+    bodyparts: dict[str, str] = field(default_factory=dict)  # ours=theirs: DLC names of BODYPARTS ("mouth=Snout,..." accepted)
+    individual: str | None = None  # the animal to read from multi-animal DLC files
     windows_per_task: int = 8  # windows decoded per Ray Data task
     # model
     backbone: str = "vit_small_patch14_dinov2.lvd142m"  # multitask: timm name, or tiny_resnet / tiny_vit
@@ -100,6 +103,7 @@ class MouseConfig(TrainConfig):
     select_mode: str = "max"
 
     def __post_init__(self):
+        self.bodyparts = parse_bodypart_map(self.bodyparts)
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
         for name in ("window", "eval_window"):
@@ -142,7 +146,7 @@ class MouseWorkload(WorkloadDefaults):
 
     def splits(self, cfg: MouseConfig, fold: int | None) -> dict[str, list[tuple[int, Trial]]]:
         """``{split: [(trial_id, Trial)]}`` grouped by animal; ``trial_id`` indexes the sorted discovery."""
-        trials = discover(cfg.data_dir, prefer_filtered=cfg.prefer_filtered)
+        trials = discover(cfg.data_dir, cfg.prefer_filtered, bodyparts=cfg.bodyparts, individual=cfg.individual)
         ids = {t: i for i, t in enumerate(trials)}
         if fold is None:
             parts = group_split(trials, cfg.test_fraction, cfg.val_fraction, cfg.seed)
@@ -171,10 +175,11 @@ class MouseWorkload(WorkloadDefaults):
             train = [it for it, r in zip(train, repeats) for _ in range(r)]
         order = np.random.default_rng(cfg.seed).permutation(len(train))
         train = [train[i] for i in order]
-        out = {"train": window_dataset(train, cfg.input_size, cfg.min_likelihood, weights, cfg.windows_per_task)}
+        pose = {"bodyparts": cfg.bodyparts, "individual": cfg.individual}
+        out = {"train": window_dataset(train, cfg.input_size, cfg.min_likelihood, weights, cfg.windows_per_task, **pose)}
         for split in ("val", "test"):
             tiles = items(split, cfg.eval_window, max(1, cfg.eval_window // 2))
-            out[split] = window_dataset(tiles, cfg.input_size, cfg.min_likelihood, None, cfg.windows_per_task)
+            out[split] = window_dataset(tiles, cfg.input_size, cfg.min_likelihood, None, cfg.windows_per_task, **pose)
         return out
 
     # -- model --------------------------------------------------------------------------
