@@ -302,8 +302,9 @@ def pose_features(pose: np.ndarray, pose_rep: str = "rot6d", glob: bool = True) 
     """(T, 24, 3) axis-angle -> (T, J, F) float32 in ``pose_rep`` (``rotvec`` 3, ``rotmat`` 9,
     ``rot6d`` 6 = the first two rows of the rotation matrix, §2). ``glob=False`` drops the
     root (J = 23)."""
-    import roma  # torch: only where features are computed, so the readers stay light
-    import torch
+    import torch  # only where features are computed, so the readers stay light
+
+    from affectlab.body.rotations import axis_angle_to_matrix
 
     if pose_rep not in ("rotvec", "rotmat", "rot6d"):
         raise ValueError(f"pose_rep must be rotvec, rotmat or rot6d for an axis-angle pose, got {pose_rep!r}")
@@ -312,7 +313,7 @@ def pose_features(pose: np.ndarray, pose_rep: str = "rot6d", glob: bool = True) 
         pose = pose[:, 1:]
     if pose_rep == "rotvec":
         return np.ascontiguousarray(pose)
-    rotmat = roma.rotvec_to_rotmat(torch.from_numpy(pose)).numpy()
+    rotmat = axis_angle_to_matrix(torch.from_numpy(pose)).numpy()
     rows = rotmat if pose_rep == "rotmat" else rotmat[..., :2, :]
     return np.ascontiguousarray(rows.reshape(*pose.shape[:-1], -1), dtype=np.float32)
 
