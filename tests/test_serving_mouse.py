@@ -3,6 +3,7 @@
 
 import base64
 import json
+import logging
 
 import cv2
 import httpx
@@ -136,6 +137,69 @@ def test_decode_reads_another_projects_dlc_through_the_bodypart_map(tmp_path):
         np.testing.assert_array_equal(x.keypoints, expected.keypoints)
     with pytest.raises(ValueError, match="unknown bodypart"):
         MousePredictor(bodyparts="nose=Snout")  # build(args) fails before anything is served
+
+
+class LogRecords(logging.Handler):
+    """Collects the serving logger's records (it does not propagate to pytest's caplog)."""
+
+    def __init__(self):
+        super().__init__()
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+    def text(self) -> str:
+        return "\n".join(self.format(r) for r in self.records)
+
+
+@pytest.fixture()
+def serve_log():
+    handler = LogRecords()
+    logging.getLogger("ray.serve").addHandler(handler)
+    yield handler
+    logging.getLogger("ray.serve").removeHandler(handler)
+
+
+def test_server_faults_are_500s_with_a_request_id_and_no_internals(tmp_path, monkeypatch, serve_log):
+    """A fault of the server, in decoding (ingress) or in the model (replica), answers 500 with
+    only a request id; the traceback with the same id is in the server log."""
+    import torch
+
+    import affectlab.serving.mouse as served_module
+    from affectlab.serving.mouse import MouseModel
+    from affectlab.serving.registry import ModelEntry
+    from affectlab.workloads.mouse import MouseConfig
+
+    data = write_synthetic_mouse(tmp_path / "data", n_animals=1, size=32, seed=2)
+    (trial, *_) = discover(data)
+    video = trial.video_path.read_bytes()
+    entry = ModelEntry("best", tmp_path, (), {"model": "dual_stream", "min_likelihood": 0.9})
+    secret = "/srv/affectlab/secret/upload.h5"
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device", secret)
+
+    monkeypatch.setattr(served_module, "read_dlc", full_disk)
+    with pytest.raises(BadInput) as caught:
+        MousePredictor().decode(Payload({"video": [video], "dlc": [trial.dlc_path.read_bytes()]}, "multipart"), entry)
+    assert caught.value.status == 500
+    assert "secret" not in caught.value.message and "No space" not in caught.value.message
+    request_id = caught.value.message.split("request id ")[1].split()[0]
+    assert request_id in serve_log.text() and "No space left on device" in serve_log.text()
+
+    class Broken(torch.nn.Module):
+        def forward(self, frames, pose):
+            raise RuntimeError(f"CUDA error: an illegal memory access at {secret}")
+
+    monkeypatch.undo()
+    x = MousePredictor().decode(Payload({"video": [video]}, "multipart"), entry)
+    cfg = MouseConfig(model="dual_stream", image_size=32, window=48, eval_window=48)
+    model = MouseModel("best", [Broken()], cfg, np.ones(6), "argmax", "cpu")
+    (out,) = MousePredictor().predict_batch(model, [x])
+    assert isinstance(out, BadInput) and out.status == 500
+    assert "secret" not in out.message and "CUDA" not in out.message and x.request_id in out.message
+    assert f"mouse request {x.request_id}" in serve_log.text() and "illegal memory access" in serve_log.text()
 
 
 # -- over HTTP -----------------------------------------------------------------------------------

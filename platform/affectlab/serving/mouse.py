@@ -28,7 +28,9 @@ made here:
   numeric pose tables are read, anything else is a 422 saying why.
 - **Errors.** Anything wrong with the upload is a 4xx naming the field: not a video, a
   video that stops decoding before its header's frame count (truncated), a DLC file that
-  is multi-animal, malformed, holds pickled objects or has the wrong number of rows.
+  is multi-animal, malformed, holds pickled objects or has the wrong number of rows. A
+  fault of the server (a full disk, a failing model) is a 500 whose body carries only a
+  request id; the traceback is in the server log under that id (``server_fault``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +69,7 @@ class MouseInput:
     keypoints: np.ndarray | None  # float32 [n_frames, 6, 2] px, low-likelihood points interpolated
     kp_missing: np.ndarray | None  # float32 [6], 1 for a keypoint never confident in the video
     pose: str  # "given", "absent" or "unused" (a video-only model)
+    request_id: str  # names this request in the server log
 
 
 @dataclass
@@ -146,6 +150,7 @@ OPENAPI = {  # the request and response of /v1/mouse/segment in /docs
             },
         },
         "422": {"description": "not a video, truncated video, DLC file malformed, multi-animal, holding pickled objects or with the wrong row count"},
+        "500": {"description": "a fault of the server: the body holds a request id, the server log the details"},
     },
 }
 
@@ -177,12 +182,16 @@ class MousePredictor:
         return MouseModel(entry.model_id, nets, cfg, thresholds, source, device)
 
     def predict_batch(self, model: MouseModel, inputs: list[MouseInput]) -> list:
+        """One output per input: a ``MouseOutput``, a 422 for a video found broken while
+        decoding it, or a 500 (logged with the request id) for a fault of the server."""
         outputs = []
         for x in inputs:
             try:
                 outputs.append(self.predict_video(model, x))
             except MouseDataError as error:  # found only while decoding, e.g. truncated midway
                 outputs.append(BadInput(422, f"field 'video': {_without_path(error)}"))
+            except Exception:
+                outputs.append(server_fault(x.request_id, f"running model {model.model_id}"))
         return outputs
 
     def predict_video(self, model: MouseModel, x: MouseInput) -> MouseOutput:
@@ -274,6 +283,15 @@ class MousePredictor:
 
     # -- ingress ---------------------------------------------------------------------------
     def decode(self, payload: Payload, entry: ModelEntry) -> MouseInput:
+        request_id = uuid.uuid4().hex[:16]
+        try:
+            return self._decode(payload, entry, request_id)
+        except BadInput:
+            raise
+        except Exception:  # not the upload's fault: log it here, tell the client only the id
+            raise server_fault(request_id, "reading the upload") from None
+
+    def _decode(self, payload: Payload, entry: ModelEntry, request_id: str) -> MouseInput:
         payload.expect(required=("video",), optional=("dlc",))
         video = payload.file("video")
         dlc = payload.files("dlc")
@@ -285,20 +303,25 @@ class MousePredictor:
             n_frames, fps, size = probe_video(path)
             if not dlc:
                 uses_pose = entry.config.get("model") in POSE_MODELS
-                return MouseInput(video, n_frames, fps, size, None, None, "absent" if uses_pose else "unused")
+                return MouseInput(video, n_frames, fps, size, None, None, "absent" if uses_pose else "unused", request_id)
             pose_path = Path(tmp) / ("upload.h5" if dlc[0].startswith(HDF5_MAGIC) else "upload.csv")
             pose_path.write_bytes(dlc[0])
             bodyparts = self.bodyparts if self.bodyparts is not None else entry.config.get("bodyparts") or {}
             individual = self.individual or entry.config.get("individual")
-            try:
+            try:  # every fault of the file is a MouseDataError; anything else is the server's
                 xy, likelihood = read_dlc(pose_path, expected_frames=n_frames, bodyparts=bodyparts, individual=individual)
             except MouseDataError as error:
                 raise BadInput(422, f"field 'dlc': {_without_path(error)}") from None
-            except Exception as error:  # pandas and PyTables raise many kinds for garbage
-                raise BadInput(422, f"field 'dlc' is not a readable DeepLabCut CSV or H5 file ({type(error).__name__})") from None
         points, missing = interpolate_low_likelihood(xy, likelihood, float(entry.config.get("min_likelihood", 0.9)))
         pose = "given" if entry.config.get("model") in POSE_MODELS else "unused"
-        return MouseInput(video, n_frames, fps, size, points, missing.astype(np.float32), pose)
+        return MouseInput(video, n_frames, fps, size, points, missing.astype(np.float32), pose, request_id)
+
+
+def server_fault(request_id: str, doing: str) -> BadInput:
+    """A 500 for the exception being handled: its traceback goes to the server log under
+    ``request_id``; the client gets the id only, never a path or the exception's text."""
+    logger.exception("mouse request %s: failed while %s", request_id, doing)
+    return BadInput(500, f"internal server error while {doing}; quote request id {request_id} to the operator")
 
 
 def probe_video(path: Path) -> tuple[int, float, tuple[int, int]]:
