@@ -35,7 +35,6 @@ from urllib.parse import urlparse
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 if TYPE_CHECKING:
     from transformers import Wav2Vec2FeatureExtractor
@@ -138,6 +137,8 @@ def resample(audio: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
         return np.asarray(audio, dtype=np.float32)
     if sr <= 0 or target_sr <= 0:
         raise ValueError(f"sample rates must be positive, got {sr} -> {target_sr}")
+    from scipy.signal import resample_poly  # here: scipy.signal takes a second to import, 16 kHz input never needs it
+
     g = math.gcd(int(sr), int(target_sr))
     return resample_poly(np.asarray(audio, dtype=np.float64), target_sr // g, sr // g).astype(np.float32)
 

@@ -90,7 +90,8 @@ class SequenceCollate(NumpyBatchCollateFn):
         if self.to_torch:
             import torch  # here, not at the top: decode-only Ray Data workers never import torch
 
-            return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in out.items()}
+            # Ray hands read-only arrays; torch wants to own writable memory
+            return {k: torch.from_numpy(v if v.flags.writeable and v.flags.c_contiguous else v.copy()) for k, v in out.items()}
         return out
 
 
