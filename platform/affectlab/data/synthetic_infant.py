@@ -134,8 +134,14 @@ def write_synthetic_infant(
     out = Path(dst_dir)
     subjects = []
     for k in range(n_subjects):
-        offsets = rng.normal(0.0, 0.08, size=(24, 3))
-        subjects.append({"name": f"D{k + 1:02d}", "offsets": offsets, "tempo": rng.uniform(0.85, 1.15), "amplitude": rng.uniform(0.8, 1.2)})
+        subjects.append(
+            {
+                "name": f"D{k + 1:02d}",
+                "offsets": rng.normal(0.0, 0.08, size=(24, 3)),  # joint-angle habits
+                "tempo": rng.uniform(0.85, 1.15),
+                "amplitude": rng.uniform(0.8, 1.2),
+            }
+        )
 
     splits = {"train": subjects[: n_subjects - n_test_subjects], "test": subjects[n_subjects - n_test_subjects :]}
     for split, members in splits.items():

@@ -148,8 +148,9 @@ class STGCN(nn.Module):
             STGCNBlock(channels[i], c, k, cfg.temporal_kernel, stride, cfg.dropout, residual=i > 0)
             for i, (c, stride) in enumerate(cfg.blocks)
         )
-        self.edge_importance = nn.ParameterList(
-            nn.Parameter(torch.ones_like(self.A), requires_grad=cfg.edge_importance) for _ in cfg.blocks
+        # one learnable (K, V, V) weight on the graph per block
+        self.edge_importance = (
+            nn.ParameterList(nn.Parameter(torch.ones_like(self.A)) for _ in cfg.blocks) if cfg.edge_importance else None
         )
         self.fcn = nn.Conv2d(channels[-1], cfg.num_classes, kernel_size=1)
 
@@ -167,11 +168,10 @@ class STGCN(nn.Module):
             raise ValueError(f"ST-GCN expects (N, {self.num_nodes}, {self.cfg.in_channels}, T) input, got {tuple(x.shape)}")
         x = self.data_bn(x.reshape(n, v * c, t))  # BN over (joint, channel) pairs
         x = x.view(n, v, c, t).permute(0, 2, 3, 1).contiguous()  # (N, C, T, V)
-        for block, importance in zip(self.blocks, self.edge_importance):
-            x = block(x, self.A * importance)
-        pooled = F.adaptive_avg_pool2d(x, 1)  # (N, D, 1, 1)
-        features = pooled.flatten(1)
-        return self.fcn(pooled).flatten(1), features
+        for i, block in enumerate(self.blocks):
+            x = block(x, self.A * self.edge_importance[i] if self.edge_importance is not None else self.A)
+        pooled = F.adaptive_avg_pool2d(x, 1)  # (N, D, 1, 1): squeeze only these two axes
+        return self.fcn(pooled).flatten(1), pooled.flatten(1)
 
 
 def build_stgcn(preset: str = "paper", **overrides) -> STGCN:
