@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from affectlab.data.mouse import read_annotation
-from affectlab.data.mouse_windows import load_windows, window_items, window_starts
+from affectlab.data.mouse_dataset import class_counts, inverse_frequency_weights, mixed_order, training_windows
+from affectlab.data.mouse_windows import load_windows, trial_labels, window_items, window_starts
 from affectlab.data.synthetic_mouse import decode_stamp, write_synthetic_mouse
 from affectlab.workloads.mouse import PRESETS, MouseConfig, MouseWorkload
 from conftest import MOUSE_JOB_ARGS
@@ -138,6 +139,72 @@ def test_a_corrupt_video_is_skipped_and_counted(mice, tmp_path):
     predictions = {"probs": np.full((3, 32, 6), 1 / 6), "labels": out["labels"], "trial_id": out["trial_id"],
                    "row": out["row"], "ok": out["ok"], "video_wh": out["video_wh"]}  # fmt: skip
     assert MouseWorkload().evaluate(predictions)["skipped_samples"] == 1
+
+
+# ------------------------------------------------------------------ training windows: order, weights, epochs
+
+
+def test_every_block_of_training_windows_mixes_trials():
+    groups = np.repeat(np.arange(12), 10)  # 12 trials of 10 windows
+    order = mixed_order(groups, seed=0)
+    assert sorted(order.tolist()) == list(range(120))
+    assert all(len(set(block)) == 8 for block in groups[order].reshape(-1, 8))  # 8 windows, 8 trials
+    assert np.array_equal(mixed_order(groups, 0), order) and not np.array_equal(mixed_order(groups, 1), order)
+    # unequal trials (oversampled copies): every stretch holds each trial in proportion, within 1
+    groups = np.concatenate([np.full(30, 0), np.full(5, 1), np.repeat(np.arange(2, 8), 10)])
+    placed = groups[mixed_order(groups, seed=3)]
+    for start in range(0, len(groups) - 19):
+        counts = np.bincount(placed[start : start + 19], minlength=8)
+        assert np.all(np.abs(counts - 19 * np.bincount(groups) / len(groups)) <= 1.5), (start, counts)
+
+
+def test_class_weights_are_fitted_after_oversampling(mice):
+    """One correction: the weights see the oversampled windows, so each class carries the same
+    total weight per epoch (weight x frames = total / C), not a rare class corrected twice."""
+    cfg = _cfg(mice, oversample_max=30.0)
+    parts = MouseWorkload().splits(cfg, None)
+    labels = trial_labels([t for _, t in parts["train"]])
+    tiled = window_items([t for _, t in parts["train"]], [i for i, _ in parts["train"]], labels, cfg.window, cfg.train_stride)
+    items, weights = training_windows(parts["train"], labels, cfg.window, cfg.train_stride, oversample=True,
+                                      oversample_max=cfg.oversample_max, class_weights=True, seed=cfg.seed)  # fmt: skip
+    assert len(items) > 1.2 * len(tiled)  # oversampling repeated rare-class windows
+    frames = class_counts([it["labels"] for it in items])
+    assert (frames > 0).all()
+    np.testing.assert_allclose(weights * frames, frames.sum() / 6, rtol=1e-5)  # uniform per-class mass
+    before = inverse_frequency_weights(class_counts(labels)) * frames  # weights fitted before sampling
+    assert before.max() / before.min() > 2  # ... over-correct the rare classes
+    _, unweighted = training_windows(parts["train"], labels, cfg.window, cfg.train_stride, oversample=True,
+                                     oversample_max=30.0, class_weights=False, seed=cfg.seed)  # fmt: skip
+    assert unweighted is None
+
+
+def test_train_windows_reshuffle_every_epoch_and_batches_mix_trials(ray_cluster, mice):
+    """A small real run of the training dataset, iterated as the platform loop does (a seeded
+    local shuffle of ``shuffle_buffer`` rows, seed from cfg.seed and the epoch)."""
+    from collections import Counter
+
+    cfg = _cfg(mice, window=16, train_stride=64, image_size=16, windows_per_task=4, batch_size=4)
+    workload = MouseWorkload()
+    parts = workload.splits(cfg, None)
+    items, _ = training_windows(parts["train"], trial_labels([t for _, t in parts["train"]]), cfg.window, cfg.train_stride,
+                                oversample=cfg.oversample, oversample_max=cfg.oversample_max, class_weights=True, seed=cfg.seed)  # fmt: skip
+    expected = Counter((it["trial_id"], it["row"]) for it in items)
+    n_trials = len(parts["train"])
+    train = workload.datasets(cfg, None)["train"]
+    epochs = []
+    for epoch in range(3):
+        seen, trials_per_batch = [], []
+        for batch in train.iter_batches(batch_size=cfg.batch_size, batch_format="numpy", local_shuffle_buffer_size=cfg.shuffle_buffer,
+                                        local_shuffle_seed=cfg.seed * 1_000_003 + epoch):  # fmt: skip
+            assert batch["ok"].all()
+            seen += list(zip(batch["trial_id"].tolist(), batch["row"].tolist()))
+            trials_per_batch.append(len(set(batch["trial_id"].tolist())))
+        assert Counter(seen) == expected, f"epoch {epoch} did not see every training window as often as sampled"
+        assert len(set(seen)) == len(set(expected)) > 40  # distinct windows: all of them, every epoch
+        assert np.mean(trials_per_batch[:-1]) >= 0.85 * min(cfg.batch_size, n_trials), trials_per_batch
+        epochs.append(seen)
+    assert epochs[0] != epochs[1] != epochs[2] != epochs[0]  # another order every epoch
+    print(f"{len(expected)} distinct windows of {n_trials} trials; trials per batch {np.mean(trials_per_batch):.2f} of {cfg.batch_size}")
 
 
 # ------------------------------------------------------------------ end to end

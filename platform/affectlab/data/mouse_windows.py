@@ -40,11 +40,10 @@ import cv2
 import numpy as np
 import ray
 
-from affectlab.data.mouse import CLASS_NAMES, MouseDataError, Trial, gray_frame, read_annotation, read_dlc, read_video_frames
+from affectlab.data.mouse import MouseDataError, Trial, gray_frame, read_annotation, read_dlc, read_video_frames
 from affectlab.data.pose import ANGLES, BODY_LENGTH_FLOOR, EDGES, NUM_POSE_FEATURES, interpolate_low_likelihood
 
 log = logging.getLogger(__name__)
-NUM_CLASSES = len(CLASS_NAMES)
 
 # ---------------------------------------------------------------------------- window table
 
@@ -77,41 +76,6 @@ def window_items(trials: list[Trial], trial_ids: list[int], labels: list[np.ndar
                 "labels": rows[row : row + length].astype(np.int64),
             })  # fmt: skip
     return items
-
-
-def class_counts(labels: list[np.ndarray]) -> np.ndarray:
-    """Frames per merged class over a list of label arrays."""
-    return np.bincount(np.concatenate(labels), minlength=NUM_CLASSES)[:NUM_CLASSES].astype(np.int64)
-
-
-def inverse_frequency_weights(counts: np.ndarray) -> np.ndarray:
-    """``total / (count * C)`` per class (the reference's weighting); 1 for absent classes."""
-    counts = np.asarray(counts, dtype=np.float64)
-    weights = np.ones(len(counts))
-    present = counts > 0
-    weights[present] = counts.sum() / (counts[present] * len(counts))
-    return weights.astype(np.float32)
-
-
-def oversample_repeats(window_labels: list[np.ndarray], counts: np.ndarray, max_boost: float, min_frames: int = 5) -> np.ndarray:
-    """How often each training window is repeated, by the rare classes it actually shows.
-
-    A window showing class ``c`` in at least ``min_frames`` frames is repeated
-    ``round(min(max_boost, 1 / (C * f_c)))`` times, ``f_c`` being the per-frame frequency of
-    ``c`` in the training split (the largest over its classes; classes at or above the
-    uniform share ``1/C`` give 1). The original replicated trials by their *dominant*
-    class, which almost never fires for brief pain behaviours (defect 21).
-    """
-    freq = np.asarray(counts, dtype=np.float64) / max(1, int(np.sum(counts)))
-    boost = np.ones(len(freq))
-    present = freq > 0
-    boost[present] = np.clip(1.0 / (len(freq) * freq[present]), 1.0, max(1.0, max_boost))
-    repeats = np.ones(len(window_labels), dtype=np.int64)
-    for i, labels in enumerate(window_labels):
-        shown = np.flatnonzero(np.bincount(labels, minlength=len(freq)) >= min_frames)
-        if len(shown):
-            repeats[i] = int(round(boost[shown].max()))
-    return repeats
 
 
 def window_dataset(

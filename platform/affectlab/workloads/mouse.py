@@ -28,16 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from affectlab.data.dlc import parse_bodypart_map
-from affectlab.data.mouse import CLASS_NAMES, Trial, discover, group_kfold, group_split
-from affectlab.data.mouse_windows import (
-    class_counts,
-    inverse_frequency_weights,
-    oversample_repeats,
-    pose_features_torch,
-    trial_labels,
-    window_dataset,
-    window_items,
-)
+from affectlab.data.mouse import CLASS_NAMES, Trial, discover
+from affectlab.data.mouse_dataset import evaluation_windows, split_trials, training_windows
+from affectlab.data.mouse_windows import pose_features_torch, trial_labels, window_dataset
 from affectlab.metrics import mouse as mouse_metrics
 from affectlab.models.mouse_ema import EMAModel
 from affectlab.workloads.base import TrainConfig, WorkloadDefaults, make_config
@@ -63,6 +56,7 @@ class MouseConfig(TrainConfig):
     bodyparts: dict[str, str] = field(default_factory=dict)  # ours=theirs: DLC names of BODYPARTS ("mouth=Snout,..." accepted)
     individual: str | None = None  # the animal to read from multi-animal DLC files
     windows_per_task: int = 8  # windows decoded per Ray Data task
+    shuffle_buffer: int = 16  # windows in each worker's per-epoch shuffle buffer (frames: window x S x S bytes each)
     # model
     backbone: str = "vit_small_patch14_dinov2.lvd142m"  # multitask: timm name, or tiny_resnet / tiny_vit
     pretrained: bool = True
@@ -77,7 +71,7 @@ class MouseConfig(TrainConfig):
     # loss
     focal_gamma: float = 2.5
     label_smoothing: float = 0.1
-    class_weights: bool = True  # inverse frequency, total / (count * C), from the training split
+    class_weights: bool = True  # inverse frequency total / (count * C) over the oversampled training windows' frames
     smooth_weight: float = 5e-4  # L1 on consecutive logit differences
     keypoint_weight: float = 1.0
     keypoint_beta: float = 0.05  # SmoothL1 beta, normalised units
@@ -147,38 +141,24 @@ class MouseWorkload(WorkloadDefaults):
     def splits(self, cfg: MouseConfig, fold: int | None) -> dict[str, list[tuple[int, Trial]]]:
         """``{split: [(trial_id, Trial)]}`` grouped by animal; ``trial_id`` indexes the sorted discovery."""
         trials = discover(cfg.data_dir, cfg.prefer_filtered, bodyparts=cfg.bodyparts, individual=cfg.individual)
-        ids = {t: i for i, t in enumerate(trials)}
-        if fold is None:
-            parts = group_split(trials, cfg.test_fraction, cfg.val_fraction, cfg.seed)
-        else:
-            train_val, test = group_kfold(trials, cfg.cv_folds, cfg.seed)[fold]
-            parts = {**group_split(train_val, 0.0, cfg.val_fraction, cfg.seed), "test": test}
-        for split, part in parts.items():
-            if not part:
-                raise ValueError(f"{cfg.data_dir}: the {split} split has no trials; use more animals or other fractions")
-        return {split: [(ids[t], t) for t in part] for split, part in parts.items()}
+        try:
+            return split_trials(trials, fold, cv_folds=cfg.cv_folds, test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction, seed=cfg.seed)
+        except ValueError as error:
+            raise ValueError(f"{cfg.data_dir}: {error}") from None
 
     def datasets(self, cfg: MouseConfig, fold: int | None) -> dict:
-        """Ray Datasets of windows: ``train`` (oversampled, shuffled), ``val`` and ``test`` (tiled)."""
+        """Ray Datasets of windows: ``train`` (oversampled, class-weighted, trials mixed in every
+        block; the loop reshuffles it every epoch), ``val`` and ``test`` (tiled)."""
         parts = self.splits(cfg, fold)
         labels = {split: trial_labels([t for _, t in part]) for split, part in parts.items()}
-        counts = class_counts(labels["train"])
-        weights = inverse_frequency_weights(counts) if cfg.class_weights else None
-
-        def items(split, length, stride):
-            ids, trials = [i for i, _ in parts[split]], [t for _, t in parts[split]]
-            return window_items(trials, ids, labels[split], length, stride)
-
-        train = items("train", cfg.window, cfg.train_stride or max(1, cfg.window // 2))
-        if cfg.oversample:
-            repeats = oversample_repeats([it["labels"] for it in train], counts, cfg.oversample_max)
-            train = [it for it, r in zip(train, repeats) for _ in range(r)]
-        order = np.random.default_rng(cfg.seed).permutation(len(train))
-        train = [train[i] for i in order]
+        train, weights = training_windows(
+            parts["train"], labels["train"], cfg.window, cfg.train_stride or max(1, cfg.window // 2),
+            oversample=cfg.oversample, oversample_max=cfg.oversample_max, class_weights=cfg.class_weights, seed=cfg.seed,
+        )  # fmt: skip
         pose = {"bodyparts": cfg.bodyparts, "individual": cfg.individual}
         out = {"train": window_dataset(train, cfg.input_size, cfg.min_likelihood, weights, cfg.windows_per_task, **pose)}
         for split in ("val", "test"):
-            tiles = items(split, cfg.eval_window, max(1, cfg.eval_window // 2))
+            tiles = evaluation_windows(parts[split], labels[split], cfg.eval_window)
             out[split] = window_dataset(tiles, cfg.input_size, cfg.min_likelihood, None, cfg.windows_per_task, **pose)
         return out
 
