@@ -120,16 +120,14 @@ class ProbTalk3DPredictor(nn.Module):
             raise ValueError("code logits exist for the VQ-VAE predictor only")
         return -self.prior.quantizer.distances(latent)
 
-    def loss(
-        self, audio: torch.Tensor, style: torch.Tensor, motion: torch.Tensor, frame_mask: torch.Tensor | None = None,
-        audio_mask: torch.Tensor | None = None, generator: torch.Generator | None = None,
+    def loss_from_outputs(
+        self, latent: torch.Tensor, mask: torch.Tensor, motion: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """``1.0·L1(latent) + 0.15·L1(exp) + 0.1·L1(jaw)`` over real frames; terms ``PREDICTOR_TERMS``.
-
-        Motion frames without audio are dropped (the returned mask of the encoder). The VAE
-        draws latents in training mode, from ``generator``, and uses means in eval mode.
-        """
-        latent, mask = self.forward(audio, style, frame_mask, audio_mask)
+        """``1.0·L1(latent) + 0.15·L1(exp) + 0.1·L1(jaw)`` over real frames from ``forward``'s
+        ``(latent, mask)`` (under DDP: ``latent, mask = ddp_model(audio, style, frame_mask)``);
+        terms ``PREDICTOR_TERMS``. Motion frames without audio are dropped (the encoder's mask).
+        The VAE draws latents in training mode, from ``generator``, and uses means in eval mode.
+        Only frozen modules run here, so nothing outside DDP's forward has trainable weights."""
         motion = motion[:, : mask.shape[1]]
         if motion.shape[:2] != mask.shape:
             raise ValueError(f"motion {tuple(motion.shape)} is shorter than the {mask.shape[1]} frames of the batch")
@@ -138,8 +136,7 @@ class ProbTalk3DPredictor(nn.Module):
             raise ValueError("the VAE predictor draws latents in training mode: pass a torch.Generator")
         with torch.no_grad():
             if self.kind == "vqvae":
-                quant = self.prior.quantizer(self.prior.encode(motion, mask), mask)
-                target = quant["latent"]
+                target = self.prior.quantizer(self.prior.encode(motion, mask), mask)["latent"]
             else:
                 mean, logvar = self.prior.encode(motion, mask)
                 target = VAEPrior.draw(mean, logvar, generator=generator) if draw else mean
@@ -154,6 +151,14 @@ class ProbTalk3DPredictor(nn.Module):
         c = self.cfg
         total = c.latent_weight * latent_l1 + c.exp_weight * exp + c.jaw_weight * jaw
         return total, {"latent_l1": float(latent_l1.detach()), "exp_l1": float(exp.detach()), "jaw_l1": float(jaw.detach())}
+
+    def loss(
+        self, audio: torch.Tensor, style: torch.Tensor, motion: torch.Tensor, frame_mask: torch.Tensor | None = None,
+        audio_mask: torch.Tensor | None = None, generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """forward + ``loss_from_outputs`` (single process)."""
+        latent, mask = self(audio, style, frame_mask, audio_mask)
+        return self.loss_from_outputs(latent, mask, motion, generator)
 
     @torch.no_grad()
     def generate(

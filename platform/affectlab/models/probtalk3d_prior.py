@@ -286,25 +286,33 @@ class VQPrior(nn.Module):
     def decode(self, latent: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.decoder(latent, check_mask(mask, latent))
 
-    def forward(self, motion: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, motion: torch.Tensor, mask: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Reconstruction, straight-through latent, codes ``[B, T, G]``, quantiser loss and code
+        perplexity. ``generator`` is unused (nothing is drawn); both priors take the same call."""
         mask = check_mask(mask, motion)
         quant = self.quantizer(self.encoder(motion, mask), mask)
         return {**quant, "motion": self.decoder(quant["latent"], mask)}
 
-    def loss(
-        self, motion: torch.Tensor, mask: torch.Tensor | None = None, generator: torch.Generator | None = None
+    def loss_from_outputs(
+        self, out: dict[str, torch.Tensor], motion: torch.Tensor, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """``1.5·quant + 0.5·L1(exp) + 0.1·L1(jaw)`` over real frames; terms ``VQ_PRIOR_TERMS``.
-
-        ``generator`` is unused (the VQ-VAE draws nothing); it keeps one signature for both priors.
-        """
+        """``1.5·quant + 0.5·L1(exp) + 0.1·L1(jaw)`` over real frames from ``forward``'s outputs
+        (under DDP: ``out = ddp_model(motion, mask)``); terms ``VQ_PRIOR_TERMS``."""
         mask = check_mask(mask, motion)
-        out = self.forward(motion, mask)
         exp, jaw = motion_terms(out["motion"], motion, mask, self.cfg.exp_dim)
         c = self.cfg
         total = c.quant_weight * out["quant_loss"] + c.exp_weight * exp + c.jaw_weight * jaw
         terms = {"quant": out["quant_loss"], "exp_l1": exp, "jaw_l1": jaw, "perplexity": out["perplexity"]}
         return total, {k: float(v.detach()) for k, v in terms.items()}
+
+    def loss(
+        self, motion: torch.Tensor, mask: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """forward + ``loss_from_outputs`` (single process; under DDP call the wrapper, then
+        ``loss_from_outputs``)."""
+        return self.loss_from_outputs(self(motion, mask, generator), motion, mask)
 
 
 class VAEPrior(nn.Module):
@@ -339,29 +347,39 @@ class VAEPrior(nn.Module):
         eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         return mean + fact * torch.exp(0.5 * logvar) * eps
 
-    def loss(
+    def forward(
         self, motion: torch.Tensor, mask: torch.Tensor | None = None, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """``1e-4·KL + 1.5·L1(exp) + 1·L1(jaw)``; terms ``VAE_PRIOR_TERMS``.
-
-        In training mode the latent is drawn (needs ``generator``); in eval mode it is the mean,
-        so validation losses are deterministic.
-        """
+    ) -> dict[str, torch.Tensor]:
+        """Reconstruction through a latent drawn from ``generator`` in training mode (required
+        there), through the mean in eval mode (deterministic validation)."""
         mask = check_mask(mask, motion)
-        mean, logvar = self.encode(motion, mask)
+        mean, logvar = self.gaussian(self.encoder(motion, mask))
         if self.training:
             if generator is None:
-                raise ValueError("VAEPrior.loss in training mode draws latents: pass a torch.Generator")
+                raise ValueError("VAEPrior in training mode draws latents: pass a torch.Generator")
             latent = self.draw(mean, logvar, generator=generator)
         else:
             latent = mean
-        recon = self.decoder(latent, mask)
+        return {"motion": self.decoder(latent, mask), "latent": latent, "mean": mean, "logvar": logvar}
+
+    def loss_from_outputs(
+        self, out: dict[str, torch.Tensor], motion: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """``1e-4·KL + 1.5·L1(exp) + 1·L1(jaw)`` from ``forward``'s outputs; terms ``VAE_PRIOR_TERMS``."""
+        mask = check_mask(mask, motion)
+        mean, logvar = out["mean"], out["logvar"]
         # KL(N(mean, σ²) ‖ N(0, 1)), averaged over real frames and latent channels
         kl = masked_mean(0.5 * (mean.square() + logvar.exp() - 1.0 - logvar), mask)
-        exp, jaw = motion_terms(recon, motion, mask, self.cfg.exp_dim)
+        exp, jaw = motion_terms(out["motion"], motion, mask, self.cfg.exp_dim)
         c = self.cfg
         total = c.kl_weight * kl + c.vae_exp_weight * exp + c.vae_jaw_weight * jaw
         return total, {"kl": float(kl.detach()), "exp_l1": float(exp.detach()), "jaw_l1": float(jaw.detach())}
+
+    def loss(
+        self, motion: torch.Tensor, mask: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """forward + ``loss_from_outputs``."""
+        return self.loss_from_outputs(self(motion, mask, generator), motion, mask)
 
 
 PRIORS = {"vqvae": VQPrior, "vae": VAEPrior}
