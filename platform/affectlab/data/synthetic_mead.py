@@ -34,7 +34,7 @@ from affectlab.data.mead import sequence_name
 
 SIZES = {  # the defaults: "small" for tests (84 sequences), "demo" for the demo
     "small": {"n_identities": 4, "n_sentences": 3, "emotions": ("neutral", "happy", "angry")},
-    "demo": {"n_identities": 10, "n_sentences": 8, "emotions": C.EMOTIONS},
+    "demo": {"n_identities": 8, "n_sentences": 6, "emotions": ("neutral", "happy", "sad", "angry")},  # 480
 }
 JAW_LAG_FRAMES = 1
 EMOTION_DIMS_PER = 3
