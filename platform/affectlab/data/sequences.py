@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from ray.data.collate_fn import NumpyBatchCollateFn
+
+if TYPE_CHECKING:
+    import torch
 
 TimeAxes = Mapping[str, Mapping[str, float]]  # axis name -> {column: samples per step}
 
@@ -138,7 +141,7 @@ def _fixed_column(values: Any, column: str) -> np.ndarray | None:
     return np.stack([np.asarray(v) for v in items])
 
 
-def masked_mean(x, mask):
+def masked_mean(x: "np.ndarray | torch.Tensor", mask: "np.ndarray | torch.Tensor") -> "np.ndarray | torch.Tensor":
     """Mean of ``x`` over the positions where ``mask`` is True.
 
     ``mask`` (B, T) covers the leading axes of ``x`` (B, T, ...) and broadcasts over the
