@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> Path:
     write_json(output / "metrics.json", metrics)
     report = write_mouse_report(output / "report.html", metrics, sequences, f"Mouse behaviour recognition: {cfg.model}")
     per_class = ", ".join(f"{k} {'n/a' if v is None else f'{v:.2f}'}" for k, v in metrics["per_class_f1"].items())
-    print(f"\ntest ({'mean over ' + str(args.cv) + ' folds' if args.cv else 'held-out animals'}): macro F1 {metrics['macro_f1']:.3f} "
+    spread = f" ± {metrics['summary']['macro_f1']['ci95']:.3f} (95% CI)" if args.cv else ""
+    print(f"\ntest ({'mean over ' + str(args.cv) + ' folds' if args.cv else 'held-out animals'}): macro F1 {metrics['macro_f1']:.3f}{spread} "
           f"(majority baseline {metrics['majority_baseline_macro_f1']:.3f}), accuracy {metrics['accuracy']:.3f}, "
           f"Edit {metrics['edit']:.1f}, F1@10/25/50 {metrics['f1@10']:.1f}/{metrics['f1@25']:.1f}/{metrics['f1@50']:.1f}"
           + (f", keypoint MAE {metrics['keypoint_mae_px']:.2f} px" if "keypoint_mae_px" in metrics else "")

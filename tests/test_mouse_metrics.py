@@ -90,3 +90,32 @@ def test_segmental_scores_are_per_trial_with_explicit_background():
     assert rest_bg["edit"] == pytest.approx(100.0)  # only the lick segment counts
     with_rest = mm.segment_scores([np.array([0, 2, 0, 2])], [np.array([0, 0, 2, 2])], mm.BACKGROUND_NONE)
     assert with_rest["edit"] == pytest.approx(50.0)  # 0 2 0 2 vs 0 2: two insertions of four
+
+
+def _fold(fold, macro_f1, lick, confusion_diag, edit):
+    per_class = {"rest": 0.9, "paw_withdraw": 0.5, "paw_lick": lick, "paw_shake": 0.4, "walk": 0.3, "active": 0.2}
+    return {
+        "fold": fold, "accuracy": 0.8, "macro_f1": macro_f1, "per_class_f1": per_class,
+        "confusion_matrix": (np.eye(6, dtype=int) * confusion_diag).tolist(), "edit": edit,
+        "segmental_rest_as_background": {"edit": edit / 2, "f1@10": 10.0},
+        "argmax": {"macro_f1": macro_f1 - 0.1, "per_class_f1": per_class},
+        "thresholds": {"rest": 0.5}, "segment_background": [], "model": "multitask",
+        "skipped_samples": fold, "n_test_frames": 100, "n_test_trials": 3,
+    }
+
+
+def test_cv_summary_is_mean_and_t_based_ci95_like_pain():
+    folds = [_fold(0, 0.5, 0.6, 1, 40.0), _fold(1, 0.6, None, 2, 50.0), _fold(2, 0.7, 0.8, 3, 60.0)]
+    out = mm.summarize_folds(folds)
+    # mean 0.6, std(ddof=1) 0.1, t_{0.975, 2} = 4.302653: half-width 4.302653 * 0.1 / sqrt(3)
+    assert out["summary"]["macro_f1"] == pytest.approx({"mean": 0.6, "ci95": 4.302653 * 0.1 / np.sqrt(3), "n_folds": 3}, rel=1e-6)
+    assert out["macro_f1"] == pytest.approx(0.6) and out["edit"] == pytest.approx(50.0)
+    assert out["summary"]["accuracy"]["ci95"] == pytest.approx(0.0, abs=1e-12)  # no spread
+    # paw_lick is absent from fold 1's test animals: summarised over the two folds that have it
+    assert out["summary"]["per_class_f1"]["paw_lick"] == pytest.approx({"mean": 0.7, "ci95": 12.706205 * np.sqrt(0.02) / np.sqrt(2), "n_folds": 2}, rel=1e-6)
+    assert out["per_class_f1"]["paw_lick"] == pytest.approx(0.7)
+    assert out["summary"]["segmental_rest_as_background"]["edit"]["mean"] == pytest.approx(25.0)
+    assert out["summary"]["argmax"]["macro_f1"]["mean"] == pytest.approx(0.5)
+    assert (out["skipped_samples"], out["n_test_frames"], out["n_test_trials"], out["n_folds"]) == (3, 300, 9, 3)
+    assert np.array_equal(out["confusion_matrix"], np.eye(6) * 6)
+    assert not any(k.endswith("_std") for k in out)  # no population std any more

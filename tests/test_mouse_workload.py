@@ -251,6 +251,9 @@ def test_job_cv_runs_grouped_folds_as_tune_trials(ray_cluster, mice, tmp_path):
         assert not set(f["animals"]["test"]) & (set(f["animals"]["train"]) | set(f["animals"]["val"]))
     for key in TEST_KEYS:
         assert key in metrics, key
+    assert set(metrics["summary"]["macro_f1"]) == {"mean", "ci95", "n_folds"} and metrics["n_folds"] == 2
+    assert metrics["summary"]["macro_f1"]["mean"] == pytest.approx(np.mean([f["macro_f1"] for f in metrics["folds"]]))
+    assert "± " in (tmp_path / "out" / "report.html").read_text()  # the report shows the CI
     assert (tmp_path / "out" / "fold_1" / "thresholds.json").is_file()
 
 

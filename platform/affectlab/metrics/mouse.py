@@ -16,6 +16,10 @@ Definitions, each fixing a defect of the original evaluation (reference/mouse.md
 - **Majority baseline**: always predict the most frequent class of the training split.
 - **Keypoint MAE**: mean absolute error of visible x and y coordinates, in pixels of the
   original video (normalised coordinates x width / height).
+- **Cross-validation** (``summarize_folds``): each metric's mean over folds with the
+  t-based 95% confidence half-width (``affectlab.metrics.summary.ci95``, as pain reports);
+  counts and confusion matrices are summed; a per-class F1 is summarised over the folds
+  whose test animals show that class (``n_folds`` says how many).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from sklearn.metrics import confusion_matrix, f1_score
 
 from affectlab.data.mouse import CLASS_NAMES
 from affectlab.metrics.segments import segmental_scores
+from affectlab.metrics.summary import ci95, summarize
 
 NUM_CLASSES = len(CLASS_NAMES)
 LABELS = list(range(NUM_CLASSES))
@@ -147,4 +152,40 @@ def split_scores(sequences: dict, predict=None, background=BACKGROUND_NONE) -> d
     trues = [s["labels"] for s in sequences.values()]
     out = frame_scores(np.concatenate(trues), np.concatenate(preds))
     out.update(segment_scores(preds, trues, background))
+    return out
+
+
+COUNT_KEYS = ("skipped_samples", "n_test_frames", "n_test_trials")  # summed over folds
+
+
+def _ci95_of_defined(values: list) -> dict | None:
+    """``ci95`` over the finite values (None where a fold has no score), with their count."""
+    finite = [float(v) for v in values if v is not None and np.isfinite(v)]
+    return {**ci95(finite), "n_folds": len(finite)} if finite else None
+
+
+def summarize_folds(per_fold: list[dict]) -> dict:
+    """Cross-validation summary of per-fold test metrics (each as ``final_metrics`` writes it).
+
+    ``summary[metric] = {"mean", "ci95"}`` (t-based 95% CI over folds) for every scalar
+    metric, the segmental scores with rest as background and the argmax scores;
+    ``summary["per_class_f1"][name]`` adds ``n_folds``. Beside it, the means as top-level
+    values (what the report's summary table shows), per-class F1 means, the summed
+    confusion matrix and summed counts.
+    """
+    if not per_fold:
+        raise ValueError("no folds to summarise")
+    first = per_fold[0]
+    scalars = [k for k, v in first.items() if k != "fold" and k not in COUNT_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)]
+    summary = {k: _ci95_of_defined([f[k] for f in per_fold]) for k in scalars}
+    summary["per_class_f1"] = {name: _ci95_of_defined([f["per_class_f1"][name] for f in per_fold]) for name in CLASS_NAMES}
+    summary["segmental_rest_as_background"] = summarize([f["segmental_rest_as_background"] for f in per_fold])
+    summary["argmax"] = summarize([{k: v for k, v in f["argmax"].items() if k != "per_class_f1"} for f in per_fold])
+    out = {k: (None if summary[k] is None else summary[k]["mean"]) for k in scalars}
+    out["per_class_f1"] = {name: (None if s is None else s["mean"]) for name, s in summary["per_class_f1"].items()}
+    out.update({k: int(sum(f[k] for f in per_fold)) for k in COUNT_KEYS if k in first})
+    out["confusion_matrix"] = np.sum([f["confusion_matrix"] for f in per_fold], axis=0).tolist()
+    out["segment_background"] = list(first.get("segment_background", []))
+    out["n_folds"] = len(per_fold)
+    out["summary"] = summary
     return out

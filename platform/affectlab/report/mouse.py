@@ -68,20 +68,31 @@ def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+def _with_ci(metrics: dict, key: str, digits: int = 3) -> str:
+    """``mean ± ci95`` under cross-validation (``summary``), else the plain value."""
+    value = metrics.get(key)
+    if value is None:
+        return "n/a"
+    spread = (metrics.get("summary", {}).get(key) or {}).get("ci95")
+    return f"{value:.{digits}f}" + ("" if spread is None else f" ± {spread:.{digits}f}")
+
+
 def _summary_rows(metrics: dict) -> list[dict]:
     rows = [
-        {"metric": "accuracy (frames)", "value": _fmt(metrics["accuracy"])},
-        {"metric": "macro F1", "value": _fmt(metrics["macro_f1"])},
-        {"metric": "majority-class baseline macro F1", "value": _fmt(metrics["majority_baseline_macro_f1"])},
+        {"metric": "accuracy (frames)", "value": _with_ci(metrics, "accuracy")},
+        {"metric": "macro F1", "value": _with_ci(metrics, "macro_f1")},
+        {"metric": "majority-class baseline macro F1", "value": _with_ci(metrics, "majority_baseline_macro_f1")},
         {"metric": "macro F1, plain argmax (no thresholds)", "value": _fmt(metrics.get("argmax", {}).get("macro_f1"))},
     ]
     for key in ("edit", "f1@10", "f1@25", "f1@50"):
-        rows.append({"metric": f"{key} (MS-TCN, 0-100, rest counted)", "value": f"{metrics[key]:.1f}"})
+        rows.append({"metric": f"{key} (MS-TCN, 0-100, rest counted)", "value": _with_ci(metrics, key, 1)})
     if "keypoint_mae_px" in metrics:
-        rows.append({"metric": "keypoint MAE (px)", "value": f"{metrics['keypoint_mae_px']:.2f}"})
+        rows.append({"metric": "keypoint MAE (px)", "value": _with_ci(metrics, "keypoint_mae_px", 2)})
     if "keypoint_baseline_mae_px" in metrics:
-        rows.append({"metric": "keypoint MAE of the mean validation position (px)", "value": f"{metrics['keypoint_baseline_mae_px']:.2f}"})
+        rows.append({"metric": "keypoint MAE of the mean validation position (px)", "value": _with_ci(metrics, "keypoint_baseline_mae_px", 2)})
     rows.append({"metric": "skipped samples", "value": str(metrics["skipped_samples"])})
+    if "summary" in metrics:
+        rows.append({"metric": "folds", "value": f"{metrics['n_folds']} (mean ± t-based 95% CI over folds)"})
     return rows
 
 

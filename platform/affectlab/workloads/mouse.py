@@ -340,7 +340,8 @@ class MouseWorkload(WorkloadDefaults):
         return metrics, sequences
 
     def summarize_cv(self, folds) -> tuple[dict, list[dict]]:
-        """Per-fold test metrics (thresholds from each fold's own validation animals) and their mean."""
+        """Per-fold test metrics (thresholds from each fold's own validation animals), their
+        means and t-based 95% CIs (``metrics.mouse.summarize_folds``)."""
         from affectlab.train.loop import read_predictions
 
         per_fold, sequences = [], []
@@ -349,7 +350,7 @@ class MouseWorkload(WorkloadDefaults):
             metrics, seqs = self.final_metrics(self.make_config(config), f.fold, read_predictions(f.checkpoint_dir))
             per_fold.append({"fold": f.fold, **metrics})
             sequences += [{**s, "name": f"fold {f.fold}: {s['name']}"} for s in seqs]
-        return {**mean_over_folds(per_fold), "folds": per_fold}, sequences
+        return {**mouse_metrics.summarize_folds(per_fold), "folds": per_fold}, sequences
 
 
 # ---------------------------------------------------------------------------- losses
@@ -397,28 +398,6 @@ def _keypoint_mae(predictions: dict) -> float:
     p = predictions
     mask = p["kp_mask"] * (p["ok"][:, None, None] > 0)
     return mouse_metrics.keypoint_mae_px(p["kp_pred"], p["kp_true"], mask, p["video_wh"][:, None, None, :])
-
-
-def mean_over_folds(per_fold: list[dict]) -> dict:
-    """Mean (and standard deviation) of the scalar test metrics over folds, summed counts,
-    per-class F1 by name (mean over the folds where it is defined), summed confusion matrix."""
-    out = {}
-    for key, value in per_fold[0].items():
-        if key == "fold":
-            continue
-        if key in ("skipped_samples", "n_test_frames", "n_test_trials"):  # counts add up
-            out[key] = int(sum(f[key] for f in per_fold))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            values = np.array([f[key] for f in per_fold], dtype=np.float64)
-            out[key] = float(np.nanmean(values))
-            out[f"{key}_std"] = float(np.nanstd(values))
-    out["per_class_f1"] = {}
-    for name in CLASS_NAMES:
-        values = [f["per_class_f1"][name] for f in per_fold if f["per_class_f1"][name] is not None]
-        out["per_class_f1"][name] = float(np.mean(values)) if values else None
-    out["confusion_matrix"] = np.sum([f["confusion_matrix"] for f in per_fold], axis=0).tolist()
-    out["segment_background"] = []
-    return out
 
 
 # Named starting points; explicit options override them.
