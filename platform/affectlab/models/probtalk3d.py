@@ -205,7 +205,7 @@ def build_probtalk3d(
     audio: str = "hubert", hubert_path: str | None = None, audio_in_dim: int = 80,
     prior: VQPrior | VAEPrior | None = None,
 ) -> ProbTalk3DPredictor:
-    """Stage 2. ``prior`` is the trained stage-1 module (frozen here); without it a fresh prior
+    """Stage 2. ``prior`` is the trained stage-1 module (frozen here, in place); without it a fresh prior
     of the preset is built, to receive a stage-2 checkpoint's weights. ``model.audio_source``
     says where the audio encoder's weights came from."""
     if preset not in PRIOR_PRESETS:

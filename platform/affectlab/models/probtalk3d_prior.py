@@ -31,8 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-EXP_DIM, JAW_DIM = 50, 3
-MOTION_DIM = EXP_DIM + JAW_DIM
+from affectlab.constants.probtalk3d import MOTION_DIM, NUM_EXPRESSION
 
 # Loss-term names each model's ``loss()`` returns (the workload logs and monitors these).
 VQ_PRIOR_TERMS = ("quant", "exp_l1", "jaw_l1", "perplexity")
@@ -44,7 +43,7 @@ class PriorConfig:
     """One trunk size for encoder and decoder; loss weights of §4.1."""
 
     motion_dim: int = MOTION_DIM
-    exp_dim: int = EXP_DIM
+    exp_dim: int = NUM_EXPRESSION
     width: int = 256
     depth: int = 6
     heads: int = 8
