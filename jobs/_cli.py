@@ -1,6 +1,7 @@
 """Command-line pieces every job shares (the library itself never reads argv)."""
 
 import argparse
+from pathlib import Path
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -31,3 +32,22 @@ def cluster_values(args: argparse.Namespace) -> dict:
 def given(args: argparse.Namespace, names) -> dict:
     """``{name: value}`` of the options in ``names`` the user set (options named as config fields)."""
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def add_output_options(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--output", required=True, help=what)
+    p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in OUTPUT (refused otherwise)")
+
+
+PATH_OPTIONS = ("data_dir", "output", "pretrained_checkpoint", "weights_path", "split_csv", "storage", "space")
+
+
+def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
+    """Every path option made absolute against the caller's working directory, before
+    anything is submitted: Ray Train workers run in directories of their own. URIs
+    (``s3://…``) are left alone."""
+    for name in PATH_OPTIONS:
+        value = getattr(args, name, None)
+        if value and "://" not in str(value):
+            setattr(args, name, str(Path(value).expanduser().resolve()))
+    return args

@@ -1,10 +1,9 @@
 """Command-line options the three pain jobs share (the library itself never reads argv)."""
 
 import argparse
-import time
 from pathlib import Path
 
-from _cli import HelpFormatter, add_cluster_options, cluster_values, given
+from _cli import HelpFormatter, add_cluster_options, add_output_options, cluster_values, given, resolve_paths
 
 from affectlab.workloads.pain import PRESETS, PainConfig
 
@@ -25,7 +24,7 @@ def parser(description: str, data_help: str) -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data-dir", help=data_help)
     src.add_argument("--synthetic", action="store_true", help="write a small synthetic dataset in the native layout under OUTPUT/data and run on it")
-    p.add_argument("--output", required=True, help="directory for metrics.json, report.html and checkpoints")
+    add_output_options(p, "directory for metrics.json, report.html and checkpoints")
     p.add_argument("--preset", choices=sorted(PRESETS), help="starting settings: 'paper' (the original recipe, DINOv3-L + LoRA) or 'tiny' (2-core laptop); default: tiny with --synthetic, paper otherwise")
     m = p.add_argument_group("model")
     m.add_argument("--backbone", choices=["tiny", "small", "base", "large", "large_sat493m"], help="DINOv3 size (tiny: random init only)")
@@ -53,6 +52,34 @@ def parser(description: str, data_help: str) -> argparse.ArgumentParser:
     return p
 
 
+def parse(p: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """Parse, make every path absolute (Train workers change directory) and claim OUTPUT."""
+    from affectlab.train.outputs import OutputExistsError, claim_output
+
+    args = resolve_paths(p.parse_args(argv))
+    try:
+        claim_output(args.output, args.overwrite)
+    except OutputExistsError as e:
+        p.exit(2, f"error: {e}\n")
+    return args
+
+
+def check_pretrained(cfg: PainConfig) -> dict | None:
+    """Load ``--pretrained-checkpoint`` into the model here, before anything is submitted:
+    a checkpoint that fits nothing fails now. Returns what was transferred."""
+    if not cfg.pretrained_checkpoint:
+        return None
+    from affectlab.train.checkpoint import load_matching_weights
+    from affectlab.workloads import get_workload
+
+    model = get_workload("pain").build_model(cfg.__class__(**{**vars(cfg), "pretrained_checkpoint": None}), pretrained=False)
+    loaded, total = load_matching_weights(model, cfg.pretrained_checkpoint)
+    if loaded == 0:
+        raise SystemExit(f"error: {cfg.pretrained_checkpoint}: none of its tensors fits this model (different backbone or sizes?)")
+    print(f"pretrained checkpoint {cfg.pretrained_checkpoint}: {loaded} of {total} tensors fit the model and start it")
+    return {"path": cfg.pretrained_checkpoint, "tensors_loaded": loaded, "tensors_total": total}
+
+
 def config(args, defaults: dict | None = None, **fixed) -> PainConfig:
     """Preset, then the job's own defaults, then the user's options, then what the job fixes."""
     preset = args.preset or ("tiny" if args.synthetic else "paper")
@@ -64,28 +91,28 @@ def config(args, defaults: dict | None = None, **fixed) -> PainConfig:
     return PainConfig(**values)
 
 
-def run_name(prefix: str) -> str:
-    """A fresh name per run: a reused name would silently resume an old run."""
-    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def train_one_run(cfg: PainConfig, output: Path, name: str, storage: str | None, title: str) -> dict:
+def train_one_run(cfg: PainConfig, output: Path, name: str, storage: str | None, wandb: str, title: str) -> dict:
     """One Ray Train run (no folds): train, copy the final checkpoint to OUTPUT/checkpoint,
     write OUTPUT/metrics.json and OUTPUT/report.html; returns the evaluation metrics."""
     from affectlab.ray_utils import init_ray
     from affectlab.report.pain import write_run_report
     from affectlab.train.checkpoint import write_json
     from affectlab.train.loop import read_predictions
+    from affectlab.train.outputs import new_run_name
     from affectlab.train.run import fit_to_directory
+    from affectlab.train.tracking import train_callbacks
     from affectlab.workloads import get_workload
 
+    pretrained = check_pretrained(cfg)
     init_ray()
     workload = get_workload("pain")
     datasets = workload.datasets(cfg, fold=None)  # validates the data before any training
-    result, checkpoint = fit_to_directory(workload, cfg, datasets, output, run_name(name), storage)
+    run = new_run_name(name)
+    callbacks = train_callbacks(wandb, f"affectlab-{workload.name}", run, output)
+    result, checkpoint = fit_to_directory(workload, cfg, datasets, output, run, storage, callbacks)
     splits = tuple(f"{s}_" for s in workload.eval_splits) + ("best_",)
     metrics = {k: v for k, v in result.metrics.items() if k.startswith(splits)}
-    write_json(output / "metrics.json", {**metrics, "checkpoint": str(checkpoint), "config": vars(cfg)})
+    write_json(output / "metrics.json", {**metrics, "checkpoint": str(checkpoint), "config": vars(cfg), "pretrained_checkpoint": pretrained})
     report = write_run_report(output / "report.html", title, metrics, read_predictions(checkpoint))
     print(f"checkpoint: {checkpoint}\nmetrics: {output / 'metrics.json'}\nreport:  {report}")
     return metrics

@@ -22,16 +22,16 @@ STAGE1 = {"lr": 1e-4, "weight_decay": 0.1, "batch_size": 48, "epochs": 150, "w_a
           "select_metric": "val_mae", "select_mode": "min"}  # fmt: skip
 
 
-def main() -> None:
+def main(argv=None) -> None:
     p = _pain_args.parser(__doc__.split("\n")[0], "3D-Pain folder with meshes_inpainted/, annotations/ and the split CSV")
     p.add_argument("--split-csv", help="split file (default: DATA_DIR/uniform_data_70_20_10_split.csv; without one, a seeded identity-disjoint 70/20/10 split)")
-    args = p.parse_args()
+    args = _pain_args.parse(p, argv)
 
-    output = Path(args.output).resolve()
-    data_dir = Path(args.data_dir).resolve() if args.data_dir else write_synthetic_pain3d(output / "data")
+    output = Path(args.output)
+    data_dir = Path(args.data_dir) if args.data_dir else write_synthetic_pain3d(output / "data")
     cfg = _pain_args.config(args, STAGE1, data_dir=str(data_dir), dataset="pain3d", split_csv=args.split_csv,
                             select_metric="val_mae", select_mode="min")  # fmt: skip
-    metrics = _pain_args.train_one_run(cfg, output, "pain3d", args.storage, "3D-Pain pretraining")
+    metrics = _pain_args.train_one_run(cfg, output, "pain3d", args.storage, args.wandb, "3D-Pain pretraining")
     print(f"test identities: MAE {metrics['test_mae']:.3f}, Pearson {metrics['test_pearson']:.3f}; "
           f"validation MAE {metrics['val_mae']:.3f}")  # fmt: skip
 

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from _cli import HelpFormatter, add_cluster_options, cluster_values
+from _cli import HelpFormatter, add_cluster_options, cluster_values, resolve_paths
 
 from affectlab.ray_utils import init_ray
 from affectlab.tune.space import SpaceError, load_space
@@ -21,7 +21,12 @@ from affectlab.tune.sweep import SweepError, run_sweep
 from affectlab.workloads import get_workload, workload_names
 
 
-def main() -> None:
+# Settings that make a model paper-sized; a space that fixes them away from the synthetic
+# preset is made for a GPU cluster.
+SIZE_FIELDS = ("backbone", "image_size", "hidden", "window")
+
+
+def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=HelpFormatter)
     p.add_argument("--workload", required=True, choices=workload_names(), help="which workload to sweep")
     p.add_argument("--space", required=True, help="search-space YAML (see docs/sweeps.md)")
@@ -38,20 +43,31 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of Optuna's sampler")
     p.add_argument("--grace-period", type=int, default=2, help="ASHA: epochs every trial trains before it can be stopped")
     p.add_argument("--reduction-factor", type=float, default=2, help="ASHA: keep the best 1/factor at each rung")
+    p.add_argument("--allow-paper-scale", action="store_true", help="with --synthetic: run a space whose fixed settings replace the small synthetic preset (paper-size models need a GPU cluster)")
     add_cluster_options(p, wandb_help="Weights & Biases tracking of every trial")
-    args = p.parse_args()
+    args = resolve_paths(p.parse_args(argv))
 
     try:
-        space = load_space(args.space, args.workload)
+        space = load_space(args.space, get_workload, args.workload)
     except SpaceError as e:
         sys.exit(f"error: {e}")
-    output = Path(args.output).resolve()
+    output = Path(args.output)
     workload = get_workload(args.workload)
     if args.synthetic:
         data_dir = output / "data"
-        base = workload.synthetic_config(data_dir, write=not (args.resume and data_dir.exists()))
+        base = workload.synthetic_config(data_dir, write=False)
+        bigger = {k: v for k, v in space.fixed.items() if k in SIZE_FIELDS and k in base and base[k] != v}
+        if bigger and not args.allow_paper_scale:
+            settings = ", ".join(f"{k}={v}" for k, v in bigger.items())
+            sys.exit(f"error: {args.space} replaces the synthetic preset's {settings}: a paper-scale run, made for a "
+                     f"GPU cluster. On a laptop use the _tiny space (e.g. search_spaces/{Path(args.space).stem}_tiny.yaml), "
+                     "or pass --allow-paper-scale to run it anyway")  # fmt: skip
+        if bigger:
+            print(f"--allow-paper-scale: running {args.space} on synthetic data with {', '.join(f'{k}={v}' for k, v in bigger.items())}")
+        if not (args.resume and data_dir.exists()):
+            workload.synthetic_config(data_dir, write=True)
     else:
-        base = {"data_dir": str(Path(args.data_dir).resolve())}
+        base = {"data_dir": args.data_dir}
     base.update(cluster_values(args))
 
     cfg = workload.make_config({**base, **space.fixed})
@@ -68,7 +84,7 @@ def main() -> None:
     init_ray()
     try:
         result = run_sweep(
-            space, base, output, args.num_samples, folds, resume=args.resume, max_concurrent=args.max_concurrent,
+            workload, space, base, output, args.num_samples, folds, resume=args.resume, max_concurrent=args.max_concurrent,
             wandb=args.wandb, storage_path=args.storage, seed=args.seed, grace_period=args.grace_period,
             reduction_factor=args.reduction_factor,
         )  # fmt: skip

@@ -17,19 +17,20 @@ from affectlab.data.unbc import UNBC
 from affectlab.ray_utils import init_ray
 from affectlab.report.pain import write_cv_report
 from affectlab.train.checkpoint import write_json
+from affectlab.train.outputs import new_run_name
 from affectlab.tune.cv import run_cv
 from affectlab.workloads import get_workload
 
 
-def main() -> None:
+def main(argv=None) -> None:
     p = _pain_args.parser(__doc__.split("\n")[0], "folder with the three UNBC HDF5 files (frames, annotations, CV folds)")
     p.add_argument("--protocol", choices=["5fold", "loso"], default="5fold", help="5fold: the fold-k groups of the folds file; loso: leave one subject out")
     p.add_argument("--folds", help="comma-separated fold numbers to run (default: all)")
     p.add_argument("--max-concurrent", type=int, help="folds trained at once (default: as many as the cluster fits)")
-    args = p.parse_args()
+    args = _pain_args.parse(p, argv)
 
-    output = Path(args.output).resolve()
-    data_dir = Path(args.data_dir).resolve() if args.data_dir else write_synthetic_unbc(output / "data")
+    output = Path(args.output)
+    data_dir = Path(args.data_dir) if args.data_dir else write_synthetic_unbc(output / "data")
     cfg = _pain_args.config(args, data_dir=str(data_dir), protocol=args.protocol, dataset="unbc")
     unbc = UNBC.open(data_dir, args.protocol)  # validates every file and key before any work
     folds = [int(f) for f in args.folds.split(",")] if args.folds else list(range(len(unbc.folds)))
@@ -38,23 +39,31 @@ def main() -> None:
     print(f"UNBC: {len(unbc.table)} annotated frames, {unbc.table['subject_id'].nunique()} subjects, "
           f"{len(folds)} folds; {unbc.dropped_rows} annotation rows point past the last frame and were dropped")  # fmt: skip
 
+    pretrained = _pain_args.check_pretrained(cfg)
     init_ray()
-    results = run_cv("pain", cfg, folds, output, _pain_args.run_name("unbc-cv"), args.storage, args.wandb, args.max_concurrent)
-    metrics, predictions = get_workload("pain").summarize_cv(results)
-    metrics["config"] = vars(cfg)
+    workload = get_workload("pain")
+    results = run_cv(workload, cfg, folds, output, new_run_name("unbc-cv"), args.storage, args.wandb, args.max_concurrent)
+    metrics, predictions = workload.summarize_cv(results)
+    metrics.update(config=vars(cfg), pretrained_checkpoint=pretrained)
     write_json(output / "metrics.json", metrics)
-    report = write_cv_report(output / "report.html", metrics["folds"], metrics["summary"], predictions)
+    report = write_cv_report(output / "report.html", metrics["folds"], metrics["summary"], predictions, notes=metrics["notes"])
 
     print("\nfold  n_test    MAE  Pearson  AUROC@1  AUROC@2  AUROC@3  F1@1   F1@2   F1@3   F1-macro")
     for f in metrics["folds"]:
         a, c = f["auroc"], f["f1_train_calibrated"]
         print(f"{f['fold']:>4}  {f['n_test']:>6}  {f['mae']:5.2f}  {f['pearson']:7.3f}  {a['1']:7.3f}  {a['2']:7.3f}  {a['3']:7.3f}"
-              f"  {c['1']:.3f}  {c['2']:.3f}  {c['3']:.3f}  {c['macro']:.3f}")  # fmt: skip
+              f"  {_f(c['1'])}  {_f(c['2'])}  {_f(c['3'])}  {_f(c['macro'])}")  # fmt: skip
     s = metrics["summary"]
     print(f"\nsummary (mean ± 95% CI over {len(folds)} folds): MAE {s['mae']['mean']:.3f} ± {s['mae']['ci95']:.3f}, "
           f"Pearson {s['pearson']['mean']:.3f} ± {s['pearson']['ci95']:.3f}, AUROC@1 {s['auroc']['1']['mean']:.3f} ± {s['auroc']['1']['ci95']:.3f}, "
-          f"F1-macro {s['f1_train_calibrated']['macro']['mean']:.3f} ± {s['f1_train_calibrated']['macro']['ci95']:.3f}")  # fmt: skip
+          f"F1-macro {_f(s['f1_train_calibrated']['macro']['mean'])} ± {_f(s['f1_train_calibrated']['macro']['ci95'])}")  # fmt: skip
+    for note in metrics["notes"]:
+        print(f"note: {note}")
     print(f"metrics: {output / 'metrics.json'}\nreport:  {report}\ncheckpoints: {', '.join(str(r.checkpoint_dir) for r in results)}")
+
+
+def _f(x: float | None) -> str:
+    return "  n/a" if x is None else f"{x:.3f}"
 
 
 if __name__ == "__main__":

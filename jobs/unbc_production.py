@@ -18,15 +18,15 @@ from affectlab.data.synthetic_pain import write_synthetic_unbc
 from affectlab.data.unbc import UNBC
 
 
-def main() -> None:
+def main(argv=None) -> None:
     p = _pain_args.parser(__doc__.split("\n")[0], "folder with the UNBC frames and annotations HDF5 files (no folds file needed)")
-    args = p.parse_args()
+    args = _pain_args.parse(p, argv)
 
-    output = Path(args.output).resolve()
-    data_dir = Path(args.data_dir).resolve() if args.data_dir else write_synthetic_unbc(output / "data")
+    output = Path(args.output)
+    data_dir = Path(args.data_dir) if args.data_dir else write_synthetic_unbc(output / "data")
     cfg = _pain_args.config(args, data_dir=str(data_dir), dataset="unbc", protocol="all")
     UNBC.open(data_dir, "all")  # validates every file and key before any work
-    metrics = _pain_args.train_one_run(cfg, output, "unbc-production", args.storage, "UNBC production model")
+    metrics = _pain_args.train_one_run(cfg, output, "unbc-production", args.storage, args.wandb, "UNBC production model")
     print(f"inner validation subjects: MAE {metrics['val_mae']:.3f}, Pearson {metrics['val_pearson']:.3f}")
 
 

@@ -13,7 +13,7 @@ def test_names_parse_as_the_original_loader_does():
 
 
 def test_splits_are_identity_disjoint_and_neutrals_only_reference(pain3d_dir):
-    table, paths = read_pain3d(pain3d_dir)
+    table, paths = read_pain3d(pain3d_dir, None, 0)
     labelled = table[~table["neutral"]]
     assert labelled.groupby("identity")["split"].nunique().max() == 1
     assert set(labelled["split"]) == {"train", "val", "test"}
@@ -32,4 +32,4 @@ def test_a_bad_split_value_names_the_line(pain3d_dir, tmp_path):
     lines[3] = lines[3].rsplit(",", 1)[0] + ",7"
     bad.write_text("\n".join(lines))
     with pytest.raises(Pain3DDataError, match=r"split.csv:4: split must be 0, 1 or 2"):
-        read_pain3d(pain3d_dir, bad)
+        read_pain3d(pain3d_dir, bad, 0)

@@ -16,8 +16,7 @@ from affectlab.workloads import get_workload
 
 
 def run_job(monkeypatch, module, *argv):
-    monkeypatch.setattr(sys, "argv", [module.__file__, *argv])
-    module.main()
+    module.main(list(argv))
 
 
 def test_cv_job_learns_on_held_out_subjects(ray_cluster, unbc_dir, tmp_path, monkeypatch, capsys):
@@ -43,7 +42,7 @@ def test_cv_job_learns_on_held_out_subjects(ray_cluster, unbc_dir, tmp_path, mon
     s = metrics["summary"]
     assert s["pearson"]["mean"] >= 0.6
     assert s["pearson"]["mean"] == pytest.approx(np.mean([f["pearson"] for f in metrics["folds"]]))
-    assert s["pearson"]["ci95"] > 0 and set(s["auroc"]["2"]) == {"mean", "ci95"}
+    assert s["pearson"]["ci95"] > 0 and set(s["auroc"]["2"]) == {"mean", "ci95", "n"}
     assert "<img" in (out / "report.html").read_text()
     assert "summary (mean ± 95% CI over 2 folds)" in printed
 
@@ -80,6 +79,7 @@ def test_two_workers_train_with_ddp(ray_cluster, tiny_pain_config, tmp_path):
     workload = get_workload("pain")
     cfg = tiny_pain_config
     cfg.epochs, cfg.num_workers, cfg.cpus_per_worker = 1, 2, 0.5
+    cfg.weighted_sampling = False  # every row once, so the step count is exact
     datasets = workload.datasets(cfg, fold=0)
     n_train = datasets["train"].count()
     result = fit(workload, cfg, datasets, str(tmp_path), "ddp")
@@ -89,24 +89,54 @@ def test_two_workers_train_with_ddp(ray_cluster, tiny_pain_config, tmp_path):
     assert result.metrics["final"] and np.isfinite(result.metrics["val_pearson"])
 
 
-def test_pretraining_then_production_from_its_checkpoint(ray_cluster, tmp_path, monkeypatch):
-    """Stage 1 on synthetic 3D-Pain, then stage 3 on synthetic UNBC starting from it."""
+def test_three_stages_with_relative_paths_carry_the_weights(ray_cluster, tmp_path, monkeypatch):
+    """The README's stage 1 → 2 → 3 commands, run from a working directory with relative
+    paths: the stage-1 weights must really reach stages 2 and 3 (Train workers run in
+    other directories, so an unresolved relative path would silently load nothing)."""
     import pain3d_pretrain
     import unbc_production
+    from safetensors.numpy import load_file
 
-    stage1 = tmp_path / "pain3d"
-    run_job(monkeypatch, pain3d_pretrain, "--synthetic", "--output", str(stage1), "--epochs", "2", "--wandb", "off",
-            "--cpus-per-worker", "0.5")  # fmt: skip
-    m1 = json.loads((stage1 / "metrics.json").read_text())
+    monkeypatch.chdir(tmp_path)
+    common = ["--epochs", "1", "--cpus-per-worker", "0.5"]
+    pain3d_pretrain.main(["--synthetic", "--output", "runs/pain3d", "--wandb", "offline", *common])
+    m1 = json.loads((tmp_path / "runs/pain3d/metrics.json").read_text())
     assert {"val_mae", "test_mae", "test_pearson"} <= set(m1)
     assert m1["config"]["w_au"] == 1.0 and m1["config"]["select_metric"] == "val_mae"  # the stage-1 recipe
+    assert list((tmp_path / "runs/pain3d/wandb").glob("**/offline-run-*")), "offline tracking wrote no run"
 
-    stage3 = tmp_path / "production"
-    run_job(monkeypatch, unbc_production, "--synthetic", "--output", str(stage3), "--epochs", "1", "--wandb", "off",
-            "--cpus-per-worker", "0.5", "--pretrained-checkpoint", str(stage1 / "checkpoint"))  # fmt: skip
-    m3 = json.loads((stage3 / "metrics.json").read_text())
+    # stage 2 with a frozen backbone: its backbone weights must be stage 1's, bit for bit
+    unbc_cv.main(["--synthetic", "--output", "runs/cv", "--folds", "0", "--finetune", "frozen", "--wandb", "offline",
+                  "--pretrained-checkpoint", "runs/pain3d/checkpoint", *common])  # fmt: skip
+    m2 = json.loads((tmp_path / "runs/cv/metrics.json").read_text())
+    assert m2["pretrained_checkpoint"]["path"] == str(tmp_path / "runs/pain3d/checkpoint")
+    assert m2["pretrained_checkpoint"]["tensors_loaded"] > 0
+    stage1 = load_file(str(tmp_path / "runs/pain3d/checkpoint/model.safetensors"))
+    stage2 = load_file(str(tmp_path / "runs/cv/fold_0/model.safetensors"))
+    frozen = [k for k in stage1 if k.startswith("encoder.") and k in stage2]
+    assert frozen and all(np.array_equal(stage1[k], stage2[k]) for k in frozen)
+    assert list((tmp_path / "runs/cv/wandb").glob("**/offline-run-*")), "Tune's offline tracking wrote no run"
+
+    unbc_production.main(["--synthetic", "--output", "runs/prod", "--wandb", "off",
+                          "--pretrained-checkpoint", "runs/pain3d/checkpoint", *common])  # fmt: skip
+    m3 = json.loads((tmp_path / "runs/prod/metrics.json").read_text())
     assert {"val_mae", "val_pearson", "train_eval_mae"} <= set(m3) and "test_mae" not in m3
-    state, config, _ = read_checkpoint(stage3 / "checkpoint")
-    assert config["config"]["pretrained_checkpoint"] == str(stage1 / "checkpoint")
+    assert m3["pretrained_checkpoint"]["tensors_loaded"] == m2["pretrained_checkpoint"]["tensors_loaded"]
+    _, config, _ = read_checkpoint(tmp_path / "runs/prod/checkpoint")
+    assert config["config"]["pretrained_checkpoint"] == str(tmp_path / "runs/pain3d/checkpoint")
     assert config["config"]["protocol"] == "all"
-    assert "<img" in (stage3 / "report.html").read_text()
+    assert not (tmp_path / "runs/prod/wandb").exists()  # --wandb off writes nothing
+    assert "<img" in (tmp_path / "runs/prod/report.html").read_text()
+
+
+def test_an_output_directory_holding_a_run_is_not_overwritten(tmp_path):
+    """Refused before any work; --overwrite lets it through."""
+    import unbc_production
+
+    out = tmp_path / "prod"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")
+    with pytest.raises(SystemExit) as exit_info:
+        unbc_production.main(["--synthetic", "--output", str(out)])
+    assert exit_info.value.code == 2
+    assert (out / "metrics.json").read_text() == "{}" and sorted(p.name for p in out.iterdir()) == ["metrics.json"]

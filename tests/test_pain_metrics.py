@@ -14,6 +14,7 @@ from affectlab.metrics.pain import (
     mae,
     pearson,
     summarize_folds,
+    undefined_notes,
 )
 
 GRID_STEP = 6 / 199  # np.linspace(0, 6, 200) spacing
@@ -180,7 +181,7 @@ def test_summarize_folds_nesting_and_values():
     assert summary["auroc"]["1"]["mean"] == pytest.approx(0.7)
     assert summary["auroc"]["1"]["ci95"] == pytest.approx(0.2484, abs=1e-4)
     # identical values across folds -> zero width
-    assert summary["pearson"] == {"mean": pytest.approx(0.5), "ci95": pytest.approx(0.0)}
+    assert summary["pearson"] == {"mean": pytest.approx(0.5), "ci95": pytest.approx(0.0), "n": 3}
     assert summary["f1_train_calibrated"]["macro"]["mean"] == pytest.approx(0.4)
     assert summary["auroc"]["3"]["mean"] == 0.0
 
@@ -209,3 +210,25 @@ def test_input_validation():
         calibrated_f1([1, 2], [1, 2, 3], [1], [1])
     with pytest.raises(ValueError, match="finite"):
         fold_metrics([np.nan], [1], [1], [1])
+
+
+def test_a_threshold_without_calibration_positives_is_undefined_and_left_out_of_the_macro():
+    """Train side: PSPI 0, 0, 1, 2 (no frame at PSPI ≥ 3). Predictions equal the targets, so
+    the grid (0–6) picks the smallest cut-off separating each class: 0.030 for ≥ 1
+    (first grid value above 0) and 1.025 for ≥ 2. Test side: targets 0, 1, 2, 3 with the same
+    perfect predictions: F1@1 = F1@2 = 1. F1@3 has no threshold: None, and the macro mean is
+    (1 + 1) / 2 = 1, not (1 + 1 + 0) / 3."""
+    train = np.array([0.0, 0.0, 1.0, 2.0])
+    test = np.array([0.0, 1.0, 2.0, 3.0])
+    f1s, thresholds = calibrated_f1(train, train, test, test)
+    assert thresholds["1"] == pytest.approx(6 / 199) and thresholds["2"] == pytest.approx(34 * 6 / 199)
+    assert thresholds["3"] is None and f1s["3"] is None
+    assert f1s["1"] == 1.0 and f1s["2"] == 1.0 and f1s["macro"] == 1.0
+    fold = {"fold": 0, "f1_train_calibrated": f1s, "thresholds": thresholds}
+    assert undefined_notes(fold) and "PSPI >= 3" in undefined_notes(fold)[0]
+    # the summary over folds leaves the undefined fold out and says how many it used
+    other = {"fold": 1, "f1_train_calibrated": {"1": 0.5, "2": 0.5, "3": 0.5, "macro": 0.5}, "thresholds": {}}
+    summary = summarize_folds([fold, other])
+    assert summary["f1_train_calibrated"]["3"] == {"mean": 0.5, "ci95": 0.0, "n": 1}
+    assert summary["f1_train_calibrated"]["macro"]["n"] == 2
+    assert summarize_folds([fold])["f1_train_calibrated"]["3"] == {"mean": None, "ci95": None, "n": 0}

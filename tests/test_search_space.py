@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from affectlab.tune.space import SpaceError, load_space, parse_space
+from affectlab.workloads import get_workload
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,12 +25,12 @@ params:
 
 @pytest.mark.parametrize("path", sorted((ROOT / "search_spaces").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_spaces_are_valid(path):
-    space = load_space(path)
+    space = load_space(path, get_workload)
     assert space.params and space.metric.startswith("val_") and space.mode in ("min", "max")
 
 
 def test_a_good_space_becomes_a_tune_param_space():
-    space = parse_space(GOOD, "good.yaml", workload="pain")
+    space = parse_space(GOOD, get_workload, "good.yaml", workload="pain")
     # No metric given: the workload's own selection metric and direction.
     assert (space.metric, space.mode) == ("val_pearson", "max")
     assert space.fixed == {"epochs": 2, "backbone": "tiny"}
@@ -41,13 +42,13 @@ def test_a_good_space_becomes_a_tune_param_space():
 
 
 def test_a_metric_other_than_the_default_needs_its_direction():
-    space = parse_space(GOOD + "metric: val_mae\nmode: min\n", "x.yaml")
+    space = parse_space(GOOD + "metric: val_mae\nmode: min\n", get_workload, "x.yaml")
     assert (space.metric, space.mode) == ("val_mae", "min")
 
 
 def _error(text: str) -> str:
     with pytest.raises(SpaceError) as e:
-        parse_space(text, "x.yaml", workload="pain")
+        parse_space(text, get_workload, "x.yaml", workload="pain")
     return str(e.value)
 
 
@@ -101,13 +102,13 @@ def test_bad_spaces_are_rejected_with_the_key_at_fault(text, expected):
 def test_the_space_must_be_for_the_swept_workload(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text(GOOD)
-    assert load_space(path, "pain").workload == "pain"
+    assert load_space(path, get_workload, "pain").workload == "pain"
     with pytest.raises(SpaceError, match="s.yaml:1: workload: the file is for workload 'pain', but the sweep is for 'mouse'"):
-        load_space(path, "mouse")
+        load_space(path, get_workload, "mouse")
     with pytest.raises(SpaceError, match="x.yaml:1: workload: unknown workload 'pain_v9'"):
-        parse_space(GOOD.replace("workload: pain", "workload: pain_v9"), "x.yaml")
+        parse_space(GOOD.replace("workload: pain", "workload: pain_v9"), get_workload, "x.yaml")
     with pytest.raises(SpaceError, match="cannot read"):
-        load_space(tmp_path / "missing.yaml")
+        load_space(tmp_path / "missing.yaml", get_workload)
 
 
 def test_the_job_rejects_a_bad_space_before_anything_runs(tmp_path):

@@ -21,10 +21,10 @@ import torch
 from affectlab.data.synthetic_faces import FaceIdentity, draw_face
 from affectlab.models.vitpain import PSPI_MAX
 from affectlab.serving.layer import BadInput, Payload, ServeOptions
-from affectlab.serving.pain import PainPredictor, member_thresholds
+from affectlab.serving.pain import PainPredictor, build_model, member_thresholds
 from affectlab.serving.registry import ModelRegistry, UnknownModel
 from affectlab.train.checkpoint import CheckpointError, load_model, save_checkpoint, write_json
-from affectlab.workloads.base import config_to_dict
+from affectlab.train.config import config_to_dict
 from affectlab.workloads.pain import PainConfig, PainWorkload
 
 FOLD_THRESHOLDS = [{"1": 0.5, "2": 1.5, "3": 2.5}, {"1": 1.0, "2": 2.0, "3": 3.0}]
@@ -270,7 +270,7 @@ def test_score_json_with_references_is_multishot(cv_url, cv_dir):
 
     predictor, entry = PainPredictor(), ModelRegistry(cv_dir, "pain").get("fold0")
     x = predictor.decode(Payload({"image": [face], "reference": refs}, "multipart"), entry)
-    net, _, _ = load_model(cv_dir / "fold_0")
+    net, _, _ = load_model(cv_dir / "fold_0", build_model)
     with torch.no_grad():
         out = net(torch.from_numpy(x.image[None]).float() / 255, torch.from_numpy(x.references[None]).float() / 255)
     assert body["pspi"] == pytest.approx(float(out["pspi"][0]) * PSPI_MAX, abs=1e-4)

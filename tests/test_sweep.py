@@ -14,9 +14,11 @@ import pandas as pd
 import psutil
 import pytest
 
+from affectlab.serving.pain import build_model
 from affectlab.train.checkpoint import load_model
 from affectlab.tune.space import parse_space
 from affectlab.tune.sweep import EXECUTIONS_FILE, EXPERIMENT, run_sweep
+from affectlab.workloads import get_workload
 from affectlab.workloads.pain import PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,10 +60,11 @@ params:
   lr: {{distribution: choice, values: [1e-9, 1e-3]}}
   dropout: {{distribution: uniform, low: 0.0, high: 0.3}}
 """,
+        get_workload,
         "bad_lr.yaml",
     )
     output = tmp_path / "sweep"
-    result = run_sweep(space, _base(unbc_dir), output, num_samples=4, max_concurrent=2, wandb="off", seed=9, grace_period=1, reduction_factor=2)
+    result = run_sweep(get_workload("pain"), space, _base(unbc_dir), output, num_samples=4, max_concurrent=2, wandb="off", seed=9, grace_period=1, reduction_factor=2)
 
     trials = pd.read_csv(output / "trials.csv")
     print("\n" + trials[["number", "trial_id", "status", "lr", "dropout", "val_pearson", "reports", "wall_time_s"]].to_string())
@@ -87,7 +90,7 @@ params:
     # The best checkpoint can be served; each trial trained once.
     checkpoint = output / "best_checkpoint"
     assert (checkpoint / "model.safetensors").is_file() and (checkpoint / "config.json").is_file()
-    _, cfg, _ = load_model(checkpoint)
+    _, cfg, _ = load_model(checkpoint, build_model)
     assert cfg.lr == best["params"]["lr"] and best["checkpoint"] == str(checkpoint)
     assert sorted(e["trial_id"] for e in _executions(output)) == sorted(trials["trial_id"])
     report = (output / "report.html").read_text()
@@ -103,10 +106,11 @@ fixed: {{{TINY_FIXED.replace("epochs: 2", "epochs: 1")}}}
 params:
   lr: {{distribution: loguniform, low: 1e-4, high: 3e-3}}
 """,
+        get_workload,
         "cv.yaml",
     )
     output = tmp_path / "cv"
-    run_sweep(space, _base(unbc_dir), output, num_samples=1, folds=[0, 1], wandb="off", seed=0, grace_period=2)
+    run_sweep(get_workload("pain"), space, _base(unbc_dir), output, num_samples=1, folds=[0, 1], wandb="off", seed=0, grace_period=2)
 
     trials = pd.read_csv(output / "trials.csv")
     assert len(trials) == 1 and (trials["status"] == "COMPLETED").all()

@@ -118,7 +118,7 @@ def test_loso_holds_out_one_subject_per_fold():
 
 def test_unknown_fold_is_a_clear_error(unbc_dir):
     with pytest.raises(UNBCDataError, match="fold 7 does not exist"):
-        UNBC.open(unbc_dir).fold_tables(7)
+        UNBC.open(unbc_dir).fold_tables(7, 0.2, 0)
 
 
 def test_training_references_are_other_pspi0_frames_of_the_same_subject(unbc_dir):
@@ -143,10 +143,9 @@ def test_evaluation_references_use_no_labels_and_are_deterministic(unbc_dir):
         assert refs[pos].tolist() == expected
 
 
-def test_weighted_draw_doubles_the_pain_frames(unbc_dir):
+def test_sample_weights_double_the_pain_frames_with_mean_one(unbc_dir):
     table = UNBC.open(unbc_dir).table
-    rows = pain_data.weighted_draw(table, seed=0)
+    weights = pain_data.sample_weights(table)
     pain = table["pspi"].to_numpy() >= 1
-    share, drawn = pain.mean(), pain[rows].mean()
-    assert len(rows) == len(table)
-    assert drawn == pytest.approx(2 * share / (1 + share), abs=0.04)
+    assert weights.mean() == pytest.approx(1.0)
+    assert np.allclose(weights[pain], 2 * weights[~pain][0]) and np.allclose(weights[~pain], weights[~pain][0])

@@ -73,20 +73,25 @@ def evaluation_references(table: pd.DataFrame, n_shots: int, policy: str, seed: 
     raise ValueError(f"reference policy must be one of {REFERENCE_POLICIES}, got {policy!r}")
 
 
-def weighted_draw(table: pd.DataFrame, seed: int, pain_weight: float = 2.0) -> np.ndarray:
-    """Row positions: ``len(table)`` draws with replacement, PSPI ≥ 1 rows ``pain_weight`` times as likely."""
+def sample_weights(table: pd.DataFrame, pain_weight: float = 2.0) -> np.ndarray:
+    """Per-row draw weights with mean 1: PSPI ≥ 1 rows ``pain_weight`` times as likely as the
+    others (the original's ``WeightedRandomSampler``). The training loop redraws every epoch
+    from them (``affectlab.train.sampling``)."""
     weights = np.where(table["pspi"].to_numpy() >= 1, pain_weight, 1.0)
-    return np.sort(np.random.default_rng(seed).choice(len(table), size=len(table), replace=True, p=weights / weights.sum()))
+    return (weights / weights.mean()).astype(np.float32)
 
 
-def _rows(table: pd.DataFrame, refs: np.ndarray, id_column: str) -> dict[str, np.ndarray]:
-    return {
+def _rows(table: pd.DataFrame, refs: np.ndarray, id_column: str, weights: np.ndarray | None) -> dict[str, np.ndarray]:
+    rows = {
         "sample_id": table[id_column].to_numpy(np.int64),
         "ref_ids": refs.astype(np.int64),
         "subject_id": table["subject_id"].to_numpy(np.int64),
         "pspi": table["pspi"].to_numpy(np.float32),
         "aus": table[list(AU_NAMES)].to_numpy(np.float32),
     }
+    if weights is not None:
+        rows["sample_weight"] = np.asarray(weights, np.float32)
+    return rows
 
 
 def to_chw(image: np.ndarray, size: int) -> np.ndarray:
@@ -153,9 +158,11 @@ def _label_dataset(rows: dict[str, np.ndarray], batch_size: int):
     return ray.data.from_items(items, override_num_blocks=n_blocks)
 
 
-def unbc_dataset(table: pd.DataFrame, refs: np.ndarray, frames_path: str | Path, size: int, batch_size: int = 32):
-    """A Ray Dataset of UNBC samples: ``image``, ``reference`` ``[N,3,S,S]``, labels."""
-    ds = _label_dataset(_rows(table.assign(sample_id=table["frame"]), refs, "sample_id"), batch_size)
+def unbc_dataset(table: pd.DataFrame, refs: np.ndarray, frames_path: str | Path, size: int, batch_size: int = 32,
+                 weights: np.ndarray | None = None):  # fmt: skip
+    """A Ray Dataset of UNBC samples: ``image``, ``reference`` ``[N,3,S,S]``, labels (and
+    ``sample_weight`` when ``weights`` are given), in the table's row order."""
+    ds = _label_dataset(_rows(table.assign(sample_id=table["frame"]), refs, "sample_id", weights), batch_size)
     return ds.map_batches(
         load_unbc_batch, fn_kwargs={"frames_path": str(frames_path), "size": size}, batch_size=batch_size, num_cpus=0.25
     )
@@ -163,5 +170,5 @@ def unbc_dataset(table: pd.DataFrame, refs: np.ndarray, frames_path: str | Path,
 
 def files_dataset(table: pd.DataFrame, refs: np.ndarray, paths: dict[int, str], size: int, batch_size: int = 32):
     """A Ray Dataset of samples read from image files (3D-Pain)."""
-    ds = _label_dataset(_rows(table, refs, "sample_id"), batch_size)
+    ds = _label_dataset(_rows(table, refs, "sample_id", None), batch_size)
     return ds.map_batches(load_file_batch, fn_kwargs={"paths": paths, "size": size}, batch_size=batch_size, num_cpus=0.25)

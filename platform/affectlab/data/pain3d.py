@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.model_selection import GroupShuffleSplit
 
 from affectlab.data.unbc import AU_NAMES
 
@@ -39,8 +40,10 @@ def identity_of(base: str) -> str:
     return base.split("_neutral")[0] if "_neutral" in base else base.split("_pain_")[0]
 
 
-def read_pain3d(data_dir: str | Path, split_csv: str | Path | None = None) -> tuple[pd.DataFrame, dict[int, str]]:
+def read_pain3d(data_dir: str | Path, split_csv: str | Path | None, seed: int) -> tuple[pd.DataFrame, dict[int, str]]:
     """(samples table, ``{sample_id: image path}`` including neutral views).
+
+    Without a split file, identities are split 70/20/10 with ``seed`` (the run's config seed).
 
     The table has ``sample_id``, ``subject_id`` (identity number), ``identity``, ``split``,
     the six AUs, ``pspi``, ``neutral`` (bool) and ``order``.
@@ -90,7 +93,7 @@ def read_pain3d(data_dir: str | Path, split_csv: str | Path | None = None) -> tu
     table = pd.DataFrame(rows)
     table["order"] = np.arange(len(table))
     if splits is None:  # no CSV: a seeded identity-disjoint 70/20/10 split; neutrals also train
-        table["split"] = _seeded_identity_split(table["identity"])
+        table["split"] = _seeded_identity_split(table["identity"], seed)
     _check_identity_disjoint(table)
     return table, paths
 
@@ -108,12 +111,17 @@ def _read_split_csv(path: Path) -> dict[str, str]:
     return out
 
 
-def _seeded_identity_split(identities: pd.Series, seed: int = 0) -> list[str]:
-    names = sorted(identities.unique())
-    order = np.random.default_rng(seed).permutation(len(names))
-    n_val, n_test = max(1, round(0.2 * len(names))), max(1, round(0.1 * len(names)))
-    split = {names[i]: "val" for i in order[:n_val]} | {names[i]: "test" for i in order[n_val : n_val + n_test]}
-    return [split.get(name, "train") for name in identities]
+def _seeded_identity_split(identities: pd.Series, seed: int) -> list[str]:
+    """Identity-disjoint 70/20/10 (train/val/test) with ``seed``: two grouped shuffles."""
+    groups = identities.to_numpy()
+    n = len(np.unique(groups))
+    n_val, n_test = max(1, round(0.2 * n)), max(1, round(0.1 * n))
+    split = np.full(len(groups), "train", dtype=object)
+    rest, test = next(GroupShuffleSplit(n_splits=1, test_size=n_test, random_state=seed).split(groups, groups=groups))
+    split[test] = "test"
+    train, val = next(GroupShuffleSplit(n_splits=1, test_size=n_val, random_state=seed).split(rest, groups=groups[rest]))
+    split[rest[val]] = "val"
+    return split.tolist()
 
 
 def _check_identity_disjoint(table: pd.DataFrame) -> None:

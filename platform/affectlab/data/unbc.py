@@ -22,6 +22,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pandas as pd
+from sklearn.model_selection import GroupShuffleSplit
 
 UNBC_FILES = {
     "frames": "frames_unbc_2020-09-21-05-42-04.hdf5",
@@ -185,8 +186,9 @@ def inner_split(train_subjects: tuple[int, ...], fraction: float, seed: int) -> 
     if len(subjects) < 2:
         raise UNBCDataError("a fold needs at least 2 training subjects to carve an inner validation set")
     n_val = min(len(subjects) - 1, max(1, round(fraction * len(subjects))))
-    val = sorted(np.random.default_rng(seed).choice(subjects, size=n_val, replace=False).tolist())
-    return [s for s in subjects if s not in val], val
+    split = GroupShuffleSplit(n_splits=1, test_size=n_val, random_state=seed)
+    train, val = next(split.split(subjects, groups=subjects))
+    return sorted(subjects[i] for i in train), sorted(subjects[i] for i in val)
 
 
 @dataclass(frozen=True)
@@ -218,7 +220,7 @@ class UNBC:
             folds = []
         return cls(paths, table, folds, dropped, frame_shape)
 
-    def fold_tables(self, fold: int, inner_val_fraction: float = 0.2, seed: int = 0) -> dict[str, pd.DataFrame]:
+    def fold_tables(self, fold: int, inner_val_fraction: float, seed: int) -> dict[str, pd.DataFrame]:
         """``train`` / ``val`` (inner, from training subjects) / ``test`` tables of one fold."""
         if not 0 <= fold < len(self.folds):
             raise UNBCDataError(f"fold {fold} does not exist; this dataset has {len(self.folds)} folds")
@@ -231,7 +233,7 @@ class UNBC:
             "test": self.table[by.isin(f.test_subjects)].reset_index(drop=True),
         }
 
-    def all_subjects_tables(self, inner_val_fraction: float = 0.2, seed: int = 0) -> dict[str, pd.DataFrame]:
+    def all_subjects_tables(self, inner_val_fraction: float, seed: int) -> dict[str, pd.DataFrame]:
         """Production training on every subject, still with a held-back inner validation set."""
         train, val = inner_split(tuple(sorted(set(self.table["subject_id"]))), inner_val_fraction, seed)
         by = self.table["subject_id"]

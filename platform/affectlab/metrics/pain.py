@@ -103,18 +103,22 @@ def f1_at(pred, target, threshold, decision_threshold) -> float:
     return float(f1_score(target >= threshold, pred >= decision_threshold, zero_division=0))
 
 
-def calibrate_threshold(pred, target, threshold, grid=None) -> float:
+def calibrate_threshold(pred, target, threshold, grid=None) -> float | None:
     """Decision threshold on `grid` that maximises F1 at PSPI >= `threshold`.
 
     Regression outputs shrink toward the mean, so `pred >= threshold` under-detects
     pain; the reference picks the cut-off on training predictions instead. Ties go to
-    the smallest maximising grid value (np.argmax returns the first).
+    the smallest maximising grid value (np.argmax returns the first). ``None`` when the
+    calibration side has no frame at PSPI >= `threshold`: every cut-off scores F1 = 0
+    there, so no threshold is better than another (it is undefined, not 0).
     """
     pred, target = _check(pred, target)
     grid = DEFAULT_GRID if grid is None else np.asarray(grid, dtype=np.float64).reshape(-1)
     if grid.size == 0:
         raise ValueError("calibration grid is empty")
     labels = target >= threshold
+    if not labels.any():
+        return None
     scores = [f1_score(labels, pred >= thr, zero_division=0) for thr in grid]
     return float(grid[int(np.argmax(scores))])
 
@@ -126,7 +130,9 @@ def calibrated_f1(train_pred, train_target, test_pred, test_target) -> tuple[dic
     test fold, so the test fold never influences its own score.
 
     Returns `(f1s, thresholds)`: f1s keyed "1", "2", "3", "macro"; thresholds keyed
-    "1", "2", "3".
+    "1", "2", "3". Where the train side has no frame at PSPI >= t, the threshold and F1@t
+    are ``None`` and the macro mean is over the defined ones, as the original evaluator
+    skips them (``None`` if none is defined).
     """
     train_pred, train_target = _check(train_pred, train_target)
     test_pred, test_target = _check(test_pred, test_target)
@@ -134,9 +140,19 @@ def calibrated_f1(train_pred, train_target, test_pred, test_target) -> tuple[dic
     for t in PSPI_THRESHOLDS:
         thr = calibrate_threshold(train_pred, train_target, t)
         thresholds[str(t)] = thr
-        f1s[str(t)] = f1_at(test_pred, test_target, t, thr)
-    f1s["macro"] = float(np.mean([f1s[str(t)] for t in PSPI_THRESHOLDS]))
+        f1s[str(t)] = None if thr is None else f1_at(test_pred, test_target, t, thr)
+    defined = [f1s[str(t)] for t in PSPI_THRESHOLDS if f1s[str(t)] is not None]
+    f1s["macro"] = float(np.mean(defined)) if defined else None
     return f1s, thresholds
+
+
+def undefined_notes(fold_metrics: dict) -> list[str]:
+    """Human-readable notes on the thresholds a fold could not calibrate."""
+    missing = [t for t, thr in fold_metrics["thresholds"].items() if thr is None]
+    if not missing:
+        return []
+    at = ", ".join(f"PSPI >= {t}" for t in missing)
+    return [f"no calibration frame at {at}: the calibrated threshold and F1 there are undefined (null) and left out of the macro F1"]
 
 
 def fold_metrics(test_pred, test_target, train_pred, train_target) -> dict:

@@ -31,20 +31,26 @@ def ci95(values) -> dict:
 
 
 def _summarize(values: list, name: str):
-    """ci95 over a list of numbers, or recursively over a list of same-keyed dicts."""
-    if isinstance(values[0], dict):
+    """ci95 over a list of numbers, or recursively over a list of same-keyed dicts.
+
+    Undefined values (``None``) are left out; ``n`` says how many values were summarised.
+    """
+    if any(isinstance(v, dict) for v in values):
         keys = list(values[0])
         for v in values:
             if not isinstance(v, dict) or list(v) != keys:
                 raise ValueError(f"folds disagree on the keys of {name!r}: {keys} vs {v!r}")
         return {k: _summarize([v[k] for v in values], f"{name}.{k}") for k in keys}
-    return ci95(values)
+    defined = [v for v in values if v is not None]
+    if not defined:
+        return {"mean": None, "ci95": None, "n": 0}
+    return {**ci95(defined), "n": len(defined)}
 
 
 def summarize(folds: list[dict], skip: tuple[str, ...] = ()) -> dict:
     """``ci95`` of every metric of same-keyed (possibly nested) per-fold dicts.
 
-    ``summary["auroc"]["1"] == {"mean": ..., "ci95": ...}``; keys in ``skip`` (fold
+    ``summary["auroc"]["1"] == {"mean": ..., "ci95": ..., "n": ...}``; keys in ``skip`` (fold
     indices, fitted parameters) are left out.
     """
     if not folds:

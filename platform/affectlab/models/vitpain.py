@@ -13,7 +13,7 @@ tests, random init only); inputs are normalised with the weights' own statistics
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import timm
 import torch
@@ -46,6 +46,12 @@ class ViTPainConfig:
     fusion_heads: int = 8
     use_reference: bool = True
     dropout: float = 0.5
+
+    @classmethod
+    def from_run_config(cls, config: dict) -> "ViTPainConfig":
+        """The model's fields out of a whole run config (a checkpoint's ``config.json``)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in config.items() if k in names})
 
     def __post_init__(self):
         if self.backbone not in BACKBONES:

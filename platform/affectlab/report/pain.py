@@ -20,11 +20,13 @@ __all__ = ["cv_table_rows", "scatter_figure", "roc_figure", "write_cv_report", "
 PSPI_MAX = 16
 
 
-def _fmt(x: float) -> str:
-    return f"{x:.3f}"
+def _fmt(x: float | None) -> str:
+    return "undefined" if x is None else f"{x:.3f}"
 
 
 def _fmt_ci(stat: dict) -> str:
+    if stat["mean"] is None:
+        return "undefined"
     return f"{stat['mean']:.3f} ± {stat['ci95']:.3f}"
 
 
@@ -112,6 +114,7 @@ def write_cv_report(
     summary: dict,
     predictions: list[dict],
     title: str = "Pain cross-validation report",
+    notes: list[str] = (),
 ):
     """Write the cross-validation `report.html` and return its path.
 
@@ -144,7 +147,7 @@ def write_cv_report(
         f'<p class="note">{n}-fold subject-wise cross-validation. F1 thresholds are fitted '
         "on train-side predictions (grid 0–6) and applied to the test fold. Intervals are "
         "95% Student-t half-widths across folds.</p>"
-    )
+    ) + "".join(f'<p class="note">{html.escape(note)}</p>' for note in notes)
     sections = [
         Section("Per-fold metrics", html=about, table=cv_table_rows(folds, summary)),
         Section("Predicted vs true PSPI", figures=[scatter_figure(folds, predictions)]),

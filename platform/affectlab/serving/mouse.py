@@ -41,15 +41,18 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
 
+from affectlab.constants.mouse import CLASS_NAMES, DEFAULT_IMAGE_SIZE, NUM_BODYPARTS, POSE_MODELS
 from affectlab.data.dlc import MouseDataError, parse_bodypart_map, read_dlc
-from affectlab.data.mouse import CLASS_NAMES
+from affectlab.data.mouse_preprocess import prepare
 from affectlab.data.mouse_windows import iter_video_windows
 from affectlab.data.pose import interpolate_low_likelihood
 from affectlab.metrics.mouse import apply_thresholds, stitch_trials
+from affectlab.models.mouse import build_mouse_model
 from affectlab.metrics.segments import segments
 from affectlab.serving.layer import BadInput, Payload, build_app
 from affectlab.serving.registry import Member, ModelEntry, load_members
@@ -57,7 +60,6 @@ from affectlab.serving.registry import Member, ModelEntry, load_members
 logger = logging.getLogger("ray.serve")
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 WINDOWS_PER_STEP = 4  # windows per forward pass
-POSE_MODELS = ("dual_stream", "multitask")
 
 
 @dataclass
@@ -76,7 +78,7 @@ class MouseInput:
 class MouseModel:
     model_id: str
     nets: list
-    cfg: object  # the first member's MouseConfig (members must agree on inputs)
+    cfg: object  # the first member's run config (a namespace of MouseConfig's fields; members agree on inputs)
     thresholds: np.ndarray  # [6]
     thresholds_source: str
     device: str
@@ -173,7 +175,7 @@ class MousePredictor:
 
     # -- model replicas --------------------------------------------------------------------
     def load(self, entry: ModelEntry) -> MouseModel:
-        nets, cfg, device = load_members(entry, _build_mouse_model, agree_on=("model", "input_size", "eval_window", "min_likelihood"))
+        nets, cfg, device = load_members(entry, build_model, agree_on=("model", "input_size", "eval_window", "min_likelihood"))
         found = [member_thresholds(m) for m in entry.members]
         if all(t is not None for t in found):
             thresholds, source = np.mean(found, axis=0), "validation"
@@ -226,28 +228,26 @@ class MousePredictor:
         than ``length`` (a short video) is padded with its last frame, and cut back after."""
         import torch
 
-        from affectlab.workloads.mouse import MouseWorkload
-
         if not windows:
             return []
         n_valid = [len(frames) for _, frames in windows]
         frames = np.stack([_pad(f, length) for _, f in windows])
         if x.keypoints is None:
-            keypoints = np.zeros((len(windows), length, 6, 2), np.float32)
-            missing = np.ones(6, np.float32)
+            keypoints = np.zeros((len(windows), length, NUM_BODYPARTS, 2), np.float32)
+            missing = np.ones(NUM_BODYPARTS, np.float32)
         else:
             keypoints = np.stack([_pad(x.keypoints[s : s + n], length) for (s, _), n in zip(windows, n_valid)])
             keypoints = keypoints / np.asarray(x.size, np.float32)
             missing = x.kp_missing
         batch = {
             "frames": frames, "keypoints": keypoints, "visible": np.ones(keypoints.shape[:3], np.float32),
-            "kp_missing": np.broadcast_to(missing, (len(windows), 6)).copy(),
+            "kp_missing": np.broadcast_to(missing, (len(windows), NUM_BODYPARTS)).copy(),
             "labels": np.zeros((len(windows), length), np.int64),
             "video_wh": np.broadcast_to(np.asarray(x.size, np.float32), (len(windows), 2)).copy(),
         }  # fmt: skip
         with torch.inference_mode():
             tensors = {k: torch.from_numpy(v).to(model.device) for k, v in batch.items()}
-            inputs = MouseWorkload.prepare(tensors, model.cfg)
+            inputs = prepare(tensors, model.cfg)
             probs = torch.stack([torch.softmax(net(inputs["frames"], inputs["pose"])["logits"].float(), -1) for net in model.nets])
             probs = probs.mean(0).cpu().numpy()
         return [p[:n] for p, n in zip(probs, n_valid)]
@@ -354,12 +354,12 @@ def _without_path(error: Exception) -> str:
     return tail if sep and Path(head).is_absolute() else str(error)
 
 
-def _build_mouse_model(config: dict):
-    from affectlab.workloads.mouse import MouseWorkload  # moves to a lower layer with the mouse split
-
-    workload = MouseWorkload()
-    cfg = workload.make_config(config)
-    return workload.build_model(cfg, pretrained=False), cfg
+def build_model(config: dict):
+    """A checkpoint's model (random init: its weights are loaded next) and its run config, as
+    training built them (``models.mouse.build_mouse_model``); the config gains ``input_size``."""
+    input_size = config.get("image_size") or DEFAULT_IMAGE_SIZE[config["model"]]
+    cfg = SimpleNamespace(**config, input_size=input_size)
+    return build_mouse_model(cfg, pretrained=False), cfg
 
 
 def build(args: dict):

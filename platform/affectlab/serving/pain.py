@@ -69,6 +69,15 @@ class PainOutput:
     ensemble: bool = False
 
 
+def build_model(config: dict):
+    """A checkpoint's ViTPain (random init: its weights are loaded next) and its run config."""
+    from types import SimpleNamespace
+
+    from affectlab.models.vitpain import ViTPainConfig, build_vitpain
+
+    return build_vitpain(ViTPainConfig.from_run_config(config), pretrained=False), SimpleNamespace(**config)
+
+
 def member_thresholds(member: Member) -> tuple[dict[str, float], str]:
     """The decision thresholds (PSPI scale) calibrated when ``member`` was trained; a fold's
     are in its CV output's ``metrics.json``, one directory up."""
@@ -90,7 +99,9 @@ def member_thresholds(member: Member) -> tuple[dict[str, float], str]:
     if (member.path / PREDICTIONS_FILE).is_file():
         train = read_predictions(member.path).get("train_eval")
         if train is not None and len(train.get("pred", [])):
-            return {t: calibrate_threshold(train["pred"], train["target"], int(t)) for t in THRESHOLDS}, "train_predictions"
+            fitted = {t: calibrate_threshold(train["pred"], train["target"], int(t)) for t in THRESHOLDS}
+            # undefined where training had no frame at PSPI ≥ t: the uncalibrated cut-off t
+            return {t: float(t) if thr is None else thr for t, thr in fitted.items()}, "train_predictions"
     return {t: float(t) for t in THRESHOLDS}, "uncalibrated"
 
 
@@ -167,7 +178,7 @@ class PainPredictor:
 
     # -- model replicas --------------------------------------------------------------------
     def load(self, entry: ModelEntry) -> PainModel:
-        nets, _, device = load_members(entry, agree_on=("image_size", "use_reference"))
+        nets, _, device = load_members(entry, build_model, agree_on=("image_size", "use_reference"))
         found = [member_thresholds(m) for m in entry.members]
         thresholds = {t: float(np.mean([f[0][t] for f in found])) for t in THRESHOLDS}
         sources = sorted({f[1] for f in found})

@@ -121,19 +121,20 @@ class ModelRegistry:
         return self.entries[model_id]
 
 
-def load_members(entry: ModelEntry, agree_on: tuple[str, ...]) -> tuple[list, object, str]:
+def load_members(entry: ModelEntry, build, agree_on: tuple[str, ...]) -> tuple[list, object, str]:
     """Every member's model, on CUDA when there is one, and the first member's config.
 
-    Read from safetensors + JSON only, never a pickle. The members of an ensemble must agree
-    on the config fields ``agree_on`` (what decoding depends on), else ``CheckpointError``.
-    Returns ``(models, config, device)``.
+    Read from safetensors + JSON only, never a pickle; ``build(run config dict)`` returns
+    ``(model, config)`` (see ``train.checkpoint.load_model``). The members of an ensemble
+    must agree on the config fields ``agree_on`` (what decoding depends on), else
+    ``CheckpointError``. Returns ``(models, config, device)``.
     """
     import torch
 
     from affectlab.train.checkpoint import load_model
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    loaded = [load_model(member.path, device)[:2] for member in entry.members]
+    loaded = [load_model(member.path, build, device)[:2] for member in entry.members]
     if len({tuple(getattr(cfg, name) for name in agree_on) for _, cfg in loaded}) > 1:
         raise CheckpointError(f"{entry.root}: the folds differ in {', '.join(agree_on)}; serve them one by one")
     return [net for net, _ in loaded], loaded[0][1], device

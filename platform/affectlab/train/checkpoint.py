@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -78,14 +80,12 @@ def read_checkpoint(directory: str | Path) -> tuple[dict[str, torch.Tensor], dic
     return state, config, metrics
 
 
-def load_model(directory: str | Path, device: str | torch.device = "cpu"):
-    """Rebuild the model from ``config.json`` (no weight download) and load its weights."""
-    from affectlab.workloads import get_workload
-
+def load_model(directory: str | Path, build: Callable[[dict], tuple[torch.nn.Module, Any]], device: str | torch.device = "cpu"):
+    """(model, config, metrics) of a checkpoint: ``build(config.json's "config")`` returns the
+    model (no weight download) and the config object the caller reads; the weights are then
+    loaded into the model. The platform names no workload here: the caller knows its own."""
     state, config, metrics = read_checkpoint(directory)
-    workload = get_workload(config["workload"])
-    cfg = workload.make_config(config["config"])
-    model = workload.build_model(cfg, pretrained=False)
+    model, cfg = build(config["config"])
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{directory}: weights do not fit the model (missing {missing[:5]}, unexpected {unexpected[:5]})")

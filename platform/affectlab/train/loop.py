@@ -24,9 +24,9 @@ import ray.train.torch
 import torch
 from safetensors.torch import load_file, save_file
 
+from affectlab.train.config import config_to_dict
 from affectlab.train.checkpoint import STATE_FILE, read_checkpoint, save_checkpoint
-from affectlab.workloads import get_workload
-from affectlab.workloads.base import config_to_dict
+from affectlab.train.sampling import weighted_epoch
 
 LAST_MODEL_FILE = "last_model.safetensors"
 PREDICTIONS_FILE = "predictions.npz"
@@ -44,7 +44,7 @@ def is_better(value: float, best: float | None, mode: str) -> bool:
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
-    workload = get_workload(loop_config["workload"])
+    workload = loop_config["workload"]  # the workload object itself: train never imports workloads
     cfg = workload.make_config(loop_config["config"])
     eval_splits = loop_config.get("eval_splits", [])
     ctx = ray.train.get_context()
@@ -74,10 +74,12 @@ def train_loop_per_worker(loop_config: dict) -> None:
     params = [p for p in module.parameters() if p.requires_grad]
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     train_shard = ray.train.get_dataset_shard("train")
+    collate = workload.collate_fn(cfg)  # None: Ray's default tensors; sequences pad and mask here
+    shuffle_rows = cfg.shuffle_buffer or 4 * cfg.batch_size
 
     def predict(split: str) -> dict[str, np.ndarray]:
         module.eval()
-        batches = ray.train.get_dataset_shard(split).iter_torch_batches(batch_size=cfg.batch_size, device=device)
+        batches = ray.train.get_dataset_shard(split).iter_torch_batches(batch_size=cfg.batch_size, device=device, collate_fn=collate)
         with torch.autocast(device.type, enabled=use_amp):
             return workload.predict(module, batches, cfg)
 
@@ -86,10 +88,15 @@ def train_loop_per_worker(loop_config: dict) -> None:
         model.train()
         generator = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + epoch * world + rank)
         sums, steps = defaultdict(float), 0
+        # Ray Data re-runs the pipeline every epoch; the shuffle buffer and weighted draw are
+        # seeded per epoch, so each epoch sees another order and another draw.
         batches = train_shard.iter_torch_batches(
-            batch_size=cfg.batch_size, device=device, local_shuffle_buffer_size=4 * cfg.batch_size,
-            local_shuffle_seed=cfg.seed + epoch,
+            batch_size=cfg.batch_size, device=device, local_shuffle_buffer_size=shuffle_rows,
+            local_shuffle_seed=cfg.seed * 1_000_003 + epoch, collate_fn=collate,
         )  # fmt: skip
+        batches = weighted_epoch(batches, batch_size=cfg.batch_size, seed=cfg.seed, epoch=epoch, generator=generator)
+        if world > 1:
+            batches = lockstep(batches, device)
         for batch in batches:
             with torch.autocast(device.type, enabled=use_amp):
                 loss, terms = workload.train_step(model, batch, cfg, generator)
@@ -113,6 +120,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
             ray.train.report(metrics)  # a barrier: every rank reports as often as rank 0
             continue
         metrics.update({f"val_{k}": v for k, v in workload.evaluate(predict("val")).items()})
+        if cfg.select_metric not in metrics:
+            raise KeyError(f"select_metric {cfg.select_metric!r} is not among the validation metrics {sorted(k for k in metrics if k.startswith('val_'))}")
         if is_better(metrics[cfg.select_metric], best_value, cfg.select_mode):
             best_value = metrics[cfg.select_metric]
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
@@ -146,6 +155,19 @@ def train_loop_per_worker(loop_config: dict) -> None:
         save_checkpoint(d, best_state, workload.name, config_to_dict(cfg), final)
         np.savez(Path(d) / PREDICTIONS_FILE, **arrays)
         ray.train.report(final, checkpoint=ray.train.Checkpoint.from_directory(d), checkpoint_dir_name="final")
+
+
+def lockstep(batches, device):
+    """Stop every rank at the first step some rank has no batch for (weighted draws make
+    shard lengths differ; DDP hangs if ranks take different numbers of steps)."""
+    batches = iter(batches)
+    while True:
+        batch = next(batches, None)
+        have = torch.tensor([0 if batch is None else 1], device=device)
+        torch.distributed.all_reduce(have, op=torch.distributed.ReduceOp.MIN)
+        if not have.item():
+            return
+        yield batch
 
 
 def save_train_state(d, module, optimizer, scheduler, epoch: int, best_value, weights_are_best: bool) -> None:

@@ -1,25 +1,29 @@
 """Cross-validation on Ray Tune: every fold is a Tune trial, every trial a Ray Train run.
 
-Folds run in parallel as far as the cluster allows. Each fold's ``final`` checkpoint (the
-weights selected on its inner validation split, their metrics and the predictions of every
-evaluation split) is copied to ``<output>/fold_<k>/``.
+Every fold is queued at once. A trial only drives its Train run, so it asks for no CPU
+(and, on a cluster that declares it, one unit of the head node's ``trial_driver``
+resource, keeping drivers off spot GPU nodes); the Train run asks for its workers' real
+resources as a placement group. Folds whose workers do not fit yet wait for them — Train
+retries the worker start without limit — and their pending placement groups are the
+demand the autoscaler sees, so folds start as nodes arrive. Each fold's ``final``
+checkpoint (the weights selected on its inner validation split, their metrics and the
+predictions of every evaluation split) is published to ``<output>/fold_<k>/``.
 """
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import ray
 from ray import tune
 
+from affectlab.train.config import config_to_dict
+from affectlab.train.outputs import publish
 from affectlab.train.run import fit
 from affectlab.train.tracking import tune_callbacks
-from affectlab.workloads import get_workload
-from affectlab.workloads.base import config_to_dict
 
-TRIAL_CPUS = 0.25  # the trial itself only drives its Train run
+TRIAL_DRIVER = "trial_driver"  # custom resource cluster.yaml gives the (non-spot) head node
 
 
 @dataclass(frozen=True)
@@ -29,11 +33,18 @@ class FoldResult:
     metrics: dict
 
 
-def fold_trainable(config: dict) -> None:
+def trial_resources() -> dict:
+    """What a trial that only drives Train runs reserves: no CPU, plus a ``trial_driver``
+    slot where the cluster has them (the head node in cluster.yaml)."""
+    if ray.cluster_resources().get(TRIAL_DRIVER, 0) >= 1:
+        return {"CPU": 0, TRIAL_DRIVER: 1}
+    return {"CPU": 0}
+
+
+def fold_trainable(config: dict, workload) -> None:
     """A Tune trial: train one fold (and resume it, when Tune retries the trial)."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    workload = get_workload(config["workload"])
     cfg = workload.make_config(config["config"])
     fold = config["fold"]
     datasets = workload.datasets(cfg, fold)
@@ -41,18 +52,8 @@ def fold_trainable(config: dict) -> None:
     fit(workload, cfg, datasets, config["storage_path"], name, callbacks=[TuneReportCallback()])
 
 
-def max_concurrent_folds(cfg, n_folds: int) -> int:
-    """Tune does not see Train's resources (ray#54305): size concurrency from the cluster."""
-    total = ray.cluster_resources()
-    if cfg.use_gpu:
-        per_trial = cfg.num_workers
-        return max(1, min(n_folds, int(total.get("GPU", 0) // per_trial)))
-    per_trial = cfg.num_workers * cfg.cpus_per_worker + TRIAL_CPUS + 0.25  # + a Data task slot
-    return max(1, min(n_folds, int(total.get("CPU", 1) // per_trial)))
-
-
 def run_cv(
-    workload_name: str,
+    workload,
     cfg,
     folds: list[int],
     output_dir: str | Path,
@@ -61,21 +62,23 @@ def run_cv(
     wandb: str = "offline",
     max_concurrent: int | None = None,
 ) -> list[FoldResult]:
-    """Train ``folds`` as parallel Tune trials; return each fold's final checkpoint and metrics."""
-    workload = get_workload(workload_name)
+    """Train ``folds`` as parallel Tune trials; return each fold's final checkpoint and metrics.
+
+    ``max_concurrent`` caps the folds training at once (default: all of them, each waiting
+    for its workers' resources).
+    """
     output = Path(output_dir).resolve()
     storage = storage_path or str(output / "ray_results")
     param_space = {
         "fold": tune.grid_search(list(folds)),
-        "workload": workload.name,
         "config": config_to_dict(cfg),
         "storage_path": storage,
         "run_name": run_name,
     }
     tuner = tune.Tuner(
-        tune.with_resources(fold_trainable, {"CPU": TRIAL_CPUS}),
+        tune.with_resources(tune.with_parameters(fold_trainable, workload=workload), trial_resources()),
         param_space=param_space,
-        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or max_concurrent_folds(cfg, len(folds))),
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or len(folds)),
         run_config=tune.RunConfig(
             name=run_name,
             storage_path=storage,
@@ -96,9 +99,7 @@ def collect_folds(grid, output: Path) -> list[FoldResult]:
         fold = r.config["fold"]
         if not r.metrics or not r.metrics.get("final") or "checkpoint_path" not in r.metrics:
             raise RuntimeError(f"fold {fold} ended without its final checkpoint (last metrics: {r.metrics})")
-        dest = output / f"fold_{fold}"
-        if dest.exists():
-            shutil.rmtree(dest)
-        ray.train.Checkpoint(r.metrics["checkpoint_path"]).to_directory(str(dest))
+        checkpoint = ray.train.Checkpoint(r.metrics["checkpoint_path"])
+        dest = publish(lambda tmp: checkpoint.to_directory(str(tmp)), output / f"fold_{fold}")
         results.append(FoldResult(fold, dest, dict(r.metrics)))
     return results

@@ -20,13 +20,14 @@ and each error names the file, the line and the key (``x.yaml:7: params.lr: ...`
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import yaml
 from ray import tune
 
-from affectlab.workloads import get_workload
 
 DISTRIBUTIONS = {
     "loguniform": ("low", "high"),
@@ -86,23 +87,26 @@ class SearchSpace:
         return {"workload": self.workload, "metric": self.metric, "mode": self.mode, "fixed": dict(self.fixed), "params": params}
 
 
-def load_space(path: str | Path, workload: str | None = None) -> SearchSpace:
-    """Read and validate a space file; ``workload`` (from the command line) must agree with it."""
+def load_space(path: str | Path, registry: Callable[[str], Any], workload: str | None = None) -> SearchSpace:
+    """Read and validate a space file; ``workload`` (from the command line) must agree with it.
+
+    ``registry`` maps a workload name to the workload (``affectlab.workloads.get_workload``).
+    """
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as e:
         raise SpaceError(f"{path}: cannot read the search-space file ({e.strerror})") from e
-    return parse_space(text, str(path), workload)
+    return parse_space(text, registry, str(path), workload)
 
 
-def parse_space(text: str, source: str = "<space>", workload: str | None = None) -> SearchSpace:
+def parse_space(text: str, registry: Callable[[str], Any], source: str = "<space>", workload: str | None = None) -> SearchSpace:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise SpaceError(f"{source}: not valid YAML ({e})") from e
-    return _Validator(source, _key_lines(root, source)).space(data, workload)
+    return _Validator(source, _key_lines(root, source)).space(data, workload, registry)
 
 
 def _key_lines(node, source: str, prefix: tuple = ()) -> dict[tuple, int]:
@@ -139,7 +143,7 @@ class _Validator:
             raise self.error(path, f"expected a mapping of keys to values, got {value!r}")
         return value
 
-    def space(self, data, workload: str | None) -> SearchSpace:
+    def space(self, data, workload: str | None, registry: Callable[[str], Any]) -> SearchSpace:
         if data is None:
             raise SpaceError(f"{self.source}: the search-space file is empty")
         data = self.mapping(data, ())
@@ -152,7 +156,7 @@ class _Validator:
         if workload is not None and name != workload:
             raise self.error(("workload",), f"the file is for workload {name!r}, but the sweep is for {workload!r}")
         try:
-            config_class = get_workload(name).config_class
+            config_class = registry(name).config_class
         except ValueError as e:
             raise self.error(("workload",), str(e)) from None
 

@@ -36,13 +36,13 @@ from ray.tune.search.optuna import OptunaSearch
 from ray.util.queue import Empty, Queue
 
 from affectlab.train.checkpoint import METRICS_FILE, MODEL_FILE, write_json
+from affectlab.train.outputs import publish
 from affectlab.train.run import fit
 from affectlab.train.tracking import tune_callbacks
 from affectlab.tune.space import SearchSpace
-from affectlab.workloads import get_workload
+from affectlab.tune.cv import trial_resources
 
 EXPERIMENT = "sweep"  # fixed within an output directory, so a sweep can be resumed
-TRIAL_CPUS = 0.25  # a trial only drives its Train runs
 DATA_CPUS = 0.25  # room for one Ray Data task per Train run (reference/ray.md §3.3)
 SETTINGS_FILE = "sweep.json"
 EXECUTIONS_FILE = "executions.jsonl"
@@ -89,9 +89,8 @@ class _FoldReports(ray.train.UserCallback):
         self.queue.put((self.fold, report))
 
 
-def sweep_trial(params: dict, *, workload_name: str, base: dict, objective: Objective, storage: str, log_path: str | None) -> None:
+def sweep_trial(params: dict, *, workload, base: dict, objective: Objective, storage: str, log_path: str | None) -> None:
     """One Tune trial: train the objective's folds with ``params`` and report their mean."""
-    workload = get_workload(workload_name)
     cfg = workload.make_config({**base, **params})
     trial_id = tune.get_context().get_trial_id()
     queue = Queue(actor_options={"num_cpus": 0})
@@ -183,15 +182,21 @@ def _log_execution(log_path: str | None, trial_id: str, fold: int, state: str) -
 
 # -- the sweep ----------------------------------------------------------------------------
 def max_concurrent_trials(cfg, runs_per_trial: int) -> int:
-    """Tune does not see the resources of the Train runs inside a trial (ray#54305)."""
-    total = ray.cluster_resources()
+    """Trials that fit the cluster at its largest: Tune does not see the resources of the
+    Train runs inside a trial (ray#54305). An autoscaling cluster counts the nodes it may
+    still add (cluster.yaml starts with no GPU node); trials beyond what is there now wait
+    for their workers."""
+    from ray._private.state import state
+
+    total = state.get_max_resources_from_cluster_config() or ray.cluster_resources()
     if cfg.use_gpu:
         return max(1, int(total.get("GPU", 0) // (runs_per_trial * cfg.num_workers)))
-    per_trial = runs_per_trial * (cfg.num_workers * cfg.cpus_per_worker + DATA_CPUS) + TRIAL_CPUS
+    per_trial = runs_per_trial * (cfg.num_workers * cfg.cpus_per_worker + DATA_CPUS)
     return max(1, int(total.get("CPU", 1) // per_trial))
 
 
 def run_sweep(
+    workload,
     space: SearchSpace,
     base: dict,
     output_dir: str | Path,
@@ -210,7 +215,8 @@ def run_sweep(
     ``base`` holds the config values every trial starts from (preset, data location,
     cluster settings); the space's ``fixed`` values go on top, then each trial's sample.
     """
-    workload = get_workload(space.workload)
+    if space.workload != workload.name:
+        raise SweepError(f"the space is for workload {space.workload!r}, not {workload.name!r}")
     output = Path(output_dir).resolve()
     output.mkdir(parents=True, exist_ok=True)
     storage = storage_path or str(output / "ray_results")
@@ -222,10 +228,10 @@ def run_sweep(
 
     trainable = tune.with_resources(
         tune.with_parameters(
-            sweep_trial, workload_name=workload.name, base=values, objective=objective, storage=storage,
+            sweep_trial, workload=workload, base=values, objective=objective, storage=storage,
             log_path=str(output / EXECUTIONS_FILE),
         ),
-        {"CPU": TRIAL_CPUS},
+        trial_resources(),
     )  # fmt: skip
     experiment = f"{storage.rstrip('/')}/{EXPERIMENT}"
     if resume:
@@ -363,22 +369,24 @@ def write_outputs(grid, space: SearchSpace, objective: Objective, base: dict, ou
 
 def _copy_best_checkpoint(best: pd.Series, objective: Objective, dest: Path) -> Path:
     """One fold: its final checkpoint. CV: every fold's under ``fold_<k>/``, and at the top
-    the fold that scored best on its own inner validation split (one model to serve)."""
-    if dest.exists():
-        shutil.rmtree(dest)
+    the fold that scored best on its own inner validation split (one model to serve).
+    Published whole or not at all: an earlier ``best_checkpoint`` stays until then."""
     folds = objective.folds
-    if len(folds) == 1:
-        ray.train.Checkpoint(best[f"fold{folds[0]}_checkpoint"]).to_directory(str(dest))
-        return dest
-    for f in folds:
-        ray.train.Checkpoint(best[f"fold{f}_checkpoint"]).to_directory(str(dest / f"fold_{f}"))
-    scores = {f: float(best[f"fold{f}_{objective.metric}"]) for f in folds}
-    sign = 1 if objective.mode == "max" else -1
-    top = max(folds, key=lambda f: sign * scores[f] if math.isfinite(scores[f]) else -math.inf)
-    for item in (dest / f"fold_{top}").iterdir():
-        if item.is_file():
-            shutil.copy2(item, dest / item.name)
-    return dest
+
+    def write(tmp: Path) -> None:
+        if len(folds) == 1:
+            ray.train.Checkpoint(best[f"fold{folds[0]}_checkpoint"]).to_directory(str(tmp))
+            return
+        for f in folds:
+            ray.train.Checkpoint(best[f"fold{f}_checkpoint"]).to_directory(str(tmp / f"fold_{f}"))
+        scores = {f: float(best[f"fold{f}_{objective.metric}"]) for f in folds}
+        sign = 1 if objective.mode == "max" else -1
+        top = max(folds, key=lambda f: sign * scores[f] if math.isfinite(scores[f]) else -math.inf)
+        for item in (tmp / f"fold_{top}").iterdir():
+            if item.is_file():
+                shutil.copy2(item, tmp / item.name)
+
+    return publish(write, dest)
 
 
 def _plain(value):

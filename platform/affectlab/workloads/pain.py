@@ -8,7 +8,7 @@ never on the reported test fold.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ from affectlab.data import pain as pain_data
 from affectlab.data.augment import augment_faces
 from affectlab.metrics import pain as pain_metrics
 from affectlab.models.vitpain import PSPI_MAX, ViTPainConfig, build_vitpain, param_groups
-from affectlab.workloads.base import TrainConfig, make_config
+from affectlab.workloads.base import TrainConfig, WorkloadDefaults, make_config
 
 
 @dataclass
@@ -29,7 +29,7 @@ class PainConfig(TrainConfig):
     protocol: str = "5fold"  # UNBC: "5fold" (fold-k groups), "loso" or "all" (production)
     split_csv: str | None = None  # 3D-Pain split file (default: the one in data_dir)
     inner_val_fraction: float = 0.2
-    weighted_sampling: bool = True  # PSPI ≥ 1 drawn twice as often (UNBC)
+    weighted_sampling: bool = True  # PSPI ≥ 1 drawn twice as often (UNBC), redrawn every epoch
     reference_policy: str = "first_frames"  # evaluation references; "oracle" = original protocol
     n_shots: int = 1  # references averaged at evaluation (multi-shot)
     # model (see ViTPainConfig)
@@ -72,14 +72,14 @@ class PainConfig(TrainConfig):
         self.model_config()  # validates backbone and finetune
 
     def model_config(self) -> ViTPainConfig:
-        names = {f.name for f in fields(ViTPainConfig)}
-        return ViTPainConfig(**{k: v for k, v in asdict(self).items() if k in names})
+        return ViTPainConfig.from_run_config(asdict(self))
 
 
-class PainWorkload:
+class PainWorkload(WorkloadDefaults):
     name = "pain"
     config_class = PainConfig
     eval_splits = ("train_eval", "val", "test")
+    metric_names = ("mae", "pearson", "auroc1", "auroc2", "auroc3", "au_mae")
 
     def make_config(self, values: dict | None = None) -> PainConfig:
         return make_config(PainConfig, values)
@@ -102,8 +102,12 @@ class PainWorkload:
 
         train = tables["train"]
         refs = pain_data.training_references(train, 1, cfg.seed)
-        rows = pain_data.weighted_draw(train, cfg.seed) if cfg.weighted_sampling else np.arange(len(train))
-        out = {"train": make(train.iloc[rows].reset_index(drop=True), refs[rows])}
+        # Each block a seeded mix of every training subject; the loop reshuffles and, with
+        # weights, redraws every epoch.
+        rows = np.random.default_rng(cfg.seed).permutation(len(train))
+        weights = pain_data.sample_weights(train)[rows] if cfg.weighted_sampling else None
+        out = {"train": pain_data.unbc_dataset(train.iloc[rows].reset_index(drop=True), refs[rows], unbc.paths.frames,
+                                               cfg.image_size, weights=weights)}  # fmt: skip
         for split, table in [("train_eval", train)] + [(s, tables[s]) for s in ("val", "test") if s in tables]:
             out[split] = make(table, pain_data.evaluation_references(table, cfg.n_shots, cfg.reference_policy, cfg.seed))
         return out
@@ -111,7 +115,7 @@ class PainWorkload:
     def _pain3d_datasets(self, cfg: PainConfig) -> dict:
         from affectlab.data.pain3d import neutral_references, read_pain3d
 
-        table, paths = read_pain3d(cfg.data_dir, cfg.split_csv)
+        table, paths = read_pain3d(cfg.data_dir, cfg.split_csv, cfg.seed)
         out = {}
         for split in ("train", "val", "test"):
             part = table[table["split"] == split].reset_index(drop=True)
@@ -204,14 +208,15 @@ class PainWorkload:
         """
         from affectlab.train.loop import read_predictions
 
-        per_fold, predictions = [], []
+        per_fold, predictions, notes = [], [], []
         for f in folds:
             p = read_predictions(f.checkpoint_dir)
             test, train = p["test"], p["train_eval"]
             metrics = pain_metrics.fold_metrics(test["pred"], test["target"], train["pred"], train["target"])
             per_fold.append({"fold": f.fold, **metrics, "n_test": int(len(test["pred"]))})
             predictions.append({"test_pred": test["pred"], "test_target": test["target"]})
-        return {"folds": per_fold, "summary": pain_metrics.summarize_folds(per_fold)}, predictions
+            notes += [f"fold {f.fold}: {note}" for note in pain_metrics.undefined_notes(metrics)]
+        return {"folds": per_fold, "summary": pain_metrics.summarize_folds(per_fold), "notes": notes}, predictions
 
 
 # Named starting points; explicit options override them.
