@@ -59,8 +59,11 @@ def _np_scalar(dtype, data=None):
     return np._core.multiarray.scalar(dtype, data) if data is not None else np._core.multiarray.scalar(dtype)
 
 
-def _np_frombuffer(buffer, dtype, shape, order):  # protocol 5's array layout
-    return np.frombuffer(buffer, dtype=dtype).reshape(shape, order=order).copy()
+def _np_frombuffer(buffer, dtype, shape, order, axis_order=None):  # protocol 5's array layout
+    array = np.frombuffer(buffer, dtype=dtype)
+    if order == "K" and axis_order is not None:  # a non-contiguous array, stored in memory order
+        return array.reshape(shape, order="C").transpose(axis_order).copy()
+    return array.reshape(shape, order=order).copy()
 
 
 _NUMPY = {
