@@ -25,12 +25,13 @@ import hmac
 import json
 import logging
 import os
+import uuid
 from collections import Counter
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBearer
 from ray import serve
 from starlette.concurrency import run_in_threadpool
@@ -50,6 +51,7 @@ LAYER_RESPONSES = {  # what the layer itself answers, for every workload's /docs
     "404": {"description": "unknown model id"},
     "413": {"description": "upload over the size limit"},
     "415": {"description": "unsupported content type"},
+    "500": {"description": "server fault: the body holds only a request_id to quote (details are in the server log)"},
 }
 logger = logging.getLogger("ray.serve")
 
@@ -63,6 +65,20 @@ class BadInput(Exception):
 
     def __reduce__(self):  # crosses from the model replica back to the ingress
         return BadInput, (self.status, self.message)
+
+
+@dataclass(frozen=True)
+class Binary:
+    """A response body that is not JSON (``.npy``, ``.npz``, ``.mp4``, ``.gif``): a predictor's
+    ``encode`` may return one; it is sent as a download with its media type."""
+
+    content: bytes
+    media_type: str
+    filename: str
+
+    def response(self) -> Response:
+        headers = {"Content-Disposition": f'attachment; filename="{self.filename}"'}
+        return Response(self.content, media_type=self.media_type, headers=headers)
 
 
 class Predictor(Protocol):
@@ -80,7 +96,7 @@ class Predictor(Protocol):
 
     def predict_batch(self, model: Any, inputs: list) -> list: ...  # an item may be a BadInput (that request's 4xx)
 
-    def encode(self, output: Any) -> dict: ...  # JSON-ready
+    def encode(self, output: Any) -> "dict | Binary": ...  # JSON-ready, or a binary body
 
 
 # -- request payloads ----------------------------------------------------------------------
@@ -261,6 +277,10 @@ def make_ingress(predictor: Predictor):
     async def bad_input(request: Request, exc: BadInput):
         return JSONResponse({"detail": exc.message}, status_code=exc.status)
 
+    @app.exception_handler(Exception)
+    async def server_fault(request: Request, exc: Exception):
+        return internal_error(exc, f"{request.method} {request.url.path}")
+
     @serve.deployment(max_ongoing_requests=256)
     @serve.ingress(app)
     class Ingress:
@@ -309,14 +329,20 @@ def make_ingress(predictor: Predictor):
             try:
                 result = await self.model.options(multiplexed_model_id=entry.model_id).predict.remote(item)
             except Exception as e:
-                cause = getattr(e, "cause", None) or e
-                logger.exception("model %s failed", entry.model_id)
-                raise HTTPException(500, f"model {entry.model_id!r} failed: {type(cause).__name__}: {cause}") from None
+                return internal_error(getattr(e, "cause", None) or e, f"model {entry.model_id}")
             if isinstance(result, BadInput):  # found only while predicting (e.g. a video truncated midway)
                 raise result
-            return result
+            return result.response() if isinstance(result, Binary) else result
 
     return Ingress
+
+
+def internal_error(exc: BaseException, where: str) -> JSONResponse:
+    """A server fault: logged here in full under a request id; the client gets only the id
+    (no exception text, no paths)."""
+    request_id = uuid.uuid4().hex[:12]
+    logger.error("request %s: %s failed", request_id, where, exc_info=(type(exc), exc, exc.__traceback__))
+    return JSONResponse({"detail": "internal server error", "request_id": request_id}, status_code=500)
 
 
 def _with_layer_responses(openapi: dict) -> dict:
