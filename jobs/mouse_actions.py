@@ -22,9 +22,10 @@ from pathlib import Path
 
 from _cli import HelpFormatter, add_cluster_options, cluster_values, given
 
+from affectlab.constants.mouse import MODELS
 from affectlab.data.mouse import MouseDataError
 from affectlab.data.synthetic_mouse import write_synthetic_mouse
-from affectlab.workloads.mouse import MODELS, PRESETS, MouseConfig, preset_values
+from affectlab.workloads.mouse import PRESETS, MouseConfig, preset_values
 
 # options named as the MouseConfig field they set
 _FIELDS = (

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from affectlab.data import mouse
+from affectlab.constants.mouse import BODYPARTS
 from affectlab.data.mouse import (
-    BODYPARTS,
     MouseDataError,
     Trial,
     discover,

@@ -119,3 +119,31 @@ def test_cv_summary_is_mean_and_t_based_ci95_like_pain():
     assert (out["skipped_samples"], out["n_test_frames"], out["n_test_trials"], out["n_folds"]) == (3, 300, 9, 3)
     assert np.array_equal(out["confusion_matrix"], np.eye(6) * 6)
     assert not any(k.endswith("_std") for k in out)  # no population std any more
+
+
+@pytest.mark.parametrize(
+    "module, banned",
+    [
+        ("affectlab.constants.mouse", ("numpy", "affectlab.data")),
+        ("affectlab.metrics.mouse", ("cv2", "h5py", "ray", "torch", "affectlab.data")),
+        ("affectlab.report.mouse", ("cv2", "h5py", "ray", "torch", "affectlab.data")),
+        ("affectlab.models.mouse_losses", ("cv2", "pandas", "h5py", "ray", "affectlab.data")),
+        ("affectlab.serving.mouse", ("affectlab.workloads",)),
+    ],
+)
+def test_layers_import_only_what_they_may(module, banned):
+    """Pure layers stay pure (constants: stdlib; metrics/report: no decoders, no torch, no
+    data readers), and serving reaches the workload's code through lower layers only."""
+    import importlib
+    import inspect
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = f"import sys, {module}; print(' '.join(m for m in {banned!r} if m in sys.modules))"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "platform")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "", f"{module} imports {out.stdout.strip()}"
+    source = inspect.getsource(importlib.import_module(module))  # nor inside a function
+    assert not [b for b in banned if b.startswith("affectlab") and f"from {b}" in source]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from affectlab.data.mouse_windows import pose_features_torch
+from affectlab.data.mouse_preprocess import pose_features_torch
 from affectlab.data.pose import pose_features
 from affectlab.models.mouse_c3d import build_c3d
 from affectlab.models.mouse_dual_stream import DualStream
@@ -120,21 +120,45 @@ def test_pose_features_torch_matches_the_numpy_definition():
 
 
 def test_ema_evaluates_the_average_and_trains_the_live_model():
+    from torch.optim.swa_utils import AveragedModel
+
     live = torch.nn.Linear(3, 2)
     model = EMAModel(live, decay=0.9)
+    assert isinstance(model.ema, AveragedModel)
     assert all(not p.requires_grad for p in model.ema.parameters())
     with torch.no_grad():
         live.weight.fill_(1.0)
-        model.ema.weight.fill_(0.0)
-    model.updates.fill_(1000)  # past the warm-up
+    model.update()  # the first update copies the live weights
+    torch.testing.assert_close(model.ema.module.weight, torch.full((2, 3), 1.0))
+    with torch.no_grad():
+        live.weight.fill_(2.0)
+    model.update()  # warm-up: decay min(0.9, 2/11)
+    torch.testing.assert_close(model.ema.module.weight, torch.full((2, 3), 1.0 + (1 - 2 / 11)))
+    model.ema.n_averaged.fill_(1000)  # past the warm-up: decay 0.9
+    with torch.no_grad():
+        model.ema.module.weight.fill_(0.0)
+        live.weight.fill_(1.0)
     model.update()
-    torch.testing.assert_close(model.ema.weight, torch.full((2, 3), 0.1))
+    torch.testing.assert_close(model.ema.module.weight, torch.full((2, 3), 0.1))
     x = torch.ones(1, 3)
     model.train()
     torch.testing.assert_close(model(x), live(x))
     model.eval()
-    torch.testing.assert_close(model(x), model.ema(x))
-    assert set(model.state_dict()) >= {"model.weight", "ema.weight", "updates"}
+    torch.testing.assert_close(model(x), model.ema.module(x))
+    assert set(model.state_dict()) == {"model.weight", "model.bias", "ema.module.weight", "ema.module.bias", "ema.n_averaged"}
+
+
+def test_ema_checkpoints_of_the_hand_written_ema_still_load():
+    old = {"model.weight": torch.ones(2, 3), "model.bias": torch.zeros(2), "ema.weight": torch.full((2, 3), 0.5),
+           "ema.bias": torch.full((2,), 0.25), "updates": torch.tensor(7)}  # fmt: skip
+    model = EMAModel(torch.nn.Linear(3, 2), decay=0.9)
+    model.load_state_dict(old, strict=True)
+    torch.testing.assert_close(model.ema.module.weight, old["ema.weight"])
+    torch.testing.assert_close(model.ema.module.bias, old["ema.bias"])
+    assert int(model.ema.n_averaged) == 7
+    wrapped = torch.nn.Sequential(EMAModel(torch.nn.Linear(3, 2)))  # under a prefix too
+    wrapped.load_state_dict({f"0.{k}": v for k, v in old.items()}, strict=True)
+    torch.testing.assert_close(wrapped[0].ema.module.bias, old["ema.bias"])
 
 
 def test_backbone_errors_are_clear():
@@ -142,3 +166,24 @@ def test_backbone_errors_are_clear():
         create_backbone("no_such_backbone", 32, pretrained=False)
     with pytest.raises(ValueError, match="no pretrained weights"):
         create_backbone("tiny_resnet", 32, pretrained=True)
+
+
+def test_losses_on_hand_worked_values():
+    from affectlab.models.mouse_losses import focal_loss, keypoint_loss, temporal_smoothness
+
+    logits = torch.tensor([[[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])  # [B=1, T=2, C=3]
+    labels = torch.tensor([[0, 2]])
+    weights = torch.tensor([[1.0, 3.0]])
+    # gamma 0, no smoothing: the weighted mean of cross-entropy
+    ce = torch.nn.functional.cross_entropy(logits[0], labels[0], reduction="none")
+    torch.testing.assert_close(focal_loss(logits, labels, weights, 0.0, 0.0), (ce * weights[0]).sum() / 4)
+    # gamma 2 down-weights the confident first frame by (1 - p)^2
+    p = torch.softmax(logits[0], -1)[[0, 1], [0, 2]]
+    torch.testing.assert_close(focal_loss(logits, labels, weights, 2.0, 0.0), ((1 - p) ** 2 * ce * weights[0]).sum() / 4)
+    assert focal_loss(logits, labels, torch.zeros(1, 2), 2.0, 0.1) == 0  # skipped windows weigh nothing
+    torch.testing.assert_close(temporal_smoothness(logits), torch.tensor(1.0))  # (|0-2| + |1-0| + |0-0|) / 3
+    assert temporal_smoothness(logits[:, :1]) == 0
+    pred, target = torch.zeros(1, 1, 2, 2), torch.tensor([[[[1.0, 0.0], [0.02, 0.0]]]])
+    mask = torch.tensor([[[1.0, 1.0]]])
+    # SmoothL1 beta 0.05: |1| -> 1 - 0.025; |0.02| -> 0.5 * 0.02^2 / 0.05
+    torch.testing.assert_close(keypoint_loss(pred, target, mask, 0.05), torch.tensor((0.975 + 0.004) / 2))

@@ -26,3 +26,9 @@ CONTEXT_OFFSET = 15  # 345-row annotation files start 15 frames into the trial
 # with other names maps onto them with a bodypart map (ours=theirs).
 BODYPARTS = ("mouth", "L_frontpaw", "R_frontpaw", "L_hindpaw", "R_hindpaw", "tail_base")
 NUM_BODYPARTS = len(BODYPARTS)
+
+# ------------------------------------------------------------------ models (§6)
+
+MODELS = ("c3d", "c3d_light", "dual_stream", "multitask")
+POSE_MODELS = ("dual_stream", "multitask")  # the models that read the pose features
+DEFAULT_IMAGE_SIZE = {"c3d": 112, "c3d_light": 112, "dual_stream": 112, "multitask": 224}  # C3D's input; ViT's

@@ -1,5 +1,6 @@
-"""Readers of the native mouse pain-behaviour files: MP4 videos, per-trial action CSVs and
-DeepLabCut pose (CSV or H5).
+"""Readers of the native mouse pain-behaviour files: MP4 videos and per-trial action CSVs;
+DeepLabCut pose (CSV or H5) is read by ``affectlab.data.dlc``. Class names, bodyparts and
+trial lengths are in ``affectlab.constants.mouse``.
 
 Layout of a dataset directory::
 
@@ -13,7 +14,8 @@ written by the annotation model with its 15-frame context window. The original p
 offset trials by the trials present in the same split, or ignored the trial number; both
 misalign video, pose and labels for trials 2 and 3.
 
-Splits are grouped by animal (``group_split``, ``group_kfold``) so no mouse and hence no
+Splits are grouped by animal (``group_split``, ``group_kfold``: scikit-learn's
+``GroupShuffleSplit`` and ``GroupKFold``, seeded from the config) so no mouse and hence no
 video appears on two sides, and discovery is sorted so every process sees the same order.
 """
 
@@ -27,16 +29,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+from sklearn.model_selection import GroupKFold, GroupShuffleSplit
 
+from affectlab.constants.mouse import CONTEXT_OFFSET, RAW_TO_MERGED, TRIAL_FRAMES
 from affectlab.data.dlc import MouseDataError, find_dlc_file, parse_bodypart_map, read_dlc
-
-CLASS_NAMES = ("rest", "paw_withdraw", "paw_lick", "paw_shake", "walk", "active")
-RAW_NAMES = ("rest", "paw_withdraw", "paw_lick", "paw_guard", "paw_shake", "flinch", "walk", "active")
-# paw_guard (3) and flinch (5) are merged into paw_withdraw: too rare to learn apart.
-RAW_TO_MERGED = {0: 0, 1: 1, 2: 2, 3: 1, 4: 3, 5: 1, 6: 4, 7: 5}
-TRIAL_FRAMES = 360
-CONTEXT_OFFSET = 15  # 345-row annotation files start 15 frames into the trial
-BODYPARTS = ("mouth", "L_frontpaw", "R_frontpaw", "L_hindpaw", "R_hindpaw", "tail_base")
 
 _MERGE_LUT = np.array([RAW_TO_MERGED[r] for r in range(len(RAW_TO_MERGED))], dtype=np.int64)
 _ANNOTATION_RE = re.compile(r"^prediction_(?P<video>.+\.mp4)_(?P<trial>\d+)\.csv$")
@@ -240,12 +236,6 @@ def discover(
 # ---------------------------------------------------------------------------- splits
 
 
-def _animals_in_order(trials, seed: int) -> list[str]:
-    animals = sorted({t.animal_id for t in trials})
-    order = np.random.default_rng(seed).permutation(len(animals))
-    return [animals[i] for i in order]
-
-
 def _count(fraction: float, n: int) -> int:
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"split fractions must be in [0, 1), got {fraction}")
@@ -255,30 +245,34 @@ def _count(fraction: float, n: int) -> int:
 def group_split(
     trials, test_fraction: float = 0.2, val_fraction: float = 0.1, seed: int = 0
 ) -> dict[str, list[Trial]]:
-    """Split trials into train/val/test by animal, so no mouse (or video) is on two sides."""
-    animals = _animals_in_order(trials, seed)
-    n_test, n_val = _count(test_fraction, len(animals)), _count(val_fraction, len(animals))
-    if n_test + n_val >= len(animals):
-        raise ValueError(
-            f"{len(animals)} animals cannot give {n_test} test and {n_val} val animals and a training set"
-        )
-    side = {a: "test" for a in animals[:n_test]}
-    side.update({a: "val" for a in animals[n_test : n_test + n_val]})
-    splits = {"train": [], "val": [], "test": []}
-    for trial in trials:
-        splits[side.get(trial.animal_id, "train")].append(trial)
-    return splits
+    """Split trials into train/val/test by animal, so no mouse (or video) is on two sides.
+
+    ``round(fraction x animals)`` animals (at least one when the fraction is not 0) are
+    drawn for test, then for validation from the rest, by scikit-learn's
+    ``GroupShuffleSplit`` seeded with ``seed``. Each split keeps the trials' order.
+    """
+    groups = np.array([t.animal_id for t in trials])
+    n_animals = len(set(groups))
+    n_test, n_val = _count(test_fraction, n_animals), _count(val_fraction, n_animals)
+    if n_test + n_val >= n_animals:
+        raise ValueError(f"{n_animals} animals cannot give {n_test} test and {n_val} val animals and a training set")
+    side = np.full(len(trials), "train", dtype=object)
+    for name, n in (("test", n_test), ("val", n_val)):
+        if n:
+            rest = np.flatnonzero(side == "train")
+            _, held = next(GroupShuffleSplit(n_splits=1, test_size=n, random_state=seed).split(rest, groups=groups[rest]))
+            side[rest[held]] = name
+    return {name: [t for t, s in zip(trials, side) if s == name] for name in ("train", "val", "test")}
 
 
 def group_kfold(trials, k: int = 5, seed: int = 0) -> list[tuple[list[Trial], list[Trial]]]:
-    """k (train_val, test) folds grouped by animal; every animal is tested exactly once."""
-    animals = _animals_in_order(trials, seed)
-    if not 2 <= k <= len(animals):
-        raise ValueError(f"k must be between 2 and the number of animals ({len(animals)}), got {k}")
+    """k (train_val, test) folds grouped by animal; every animal is tested exactly once
+    (scikit-learn's ``GroupKFold``, animals shuffled with ``seed``)."""
+    groups = np.array([t.animal_id for t in trials])
+    n_animals = len(set(groups))
+    if not 2 <= k <= n_animals:
+        raise ValueError(f"k must be between 2 and the number of animals ({n_animals}), got {k}")
     folds = []
-    for held_out in np.array_split(np.array(animals, dtype=object), k):
-        held_out = set(held_out)
-        test = [t for t in trials if t.animal_id in held_out]
-        train_val = [t for t in trials if t.animal_id not in held_out]
-        folds.append((train_val, test))
+    for train_index, test_index in GroupKFold(n_splits=k, shuffle=True, random_state=seed).split(groups, groups=groups):
+        folds.append(([trials[i] for i in train_index], [trials[i] for i in test_index]))
     return folds

@@ -22,10 +22,8 @@ A window whose video cannot be decoded is not fatal: it comes out with ``ok = 0`
 zeros, is left out of losses and metrics, and is counted (``skipped_samples``). Files that
 are missing or malformed are caught earlier, by ``discover``, before any work starts.
 
-Pose features are computed from the keypoints on the training device
-(``pose_features_torch``, the torch twin of ``affectlab.data.pose.pose_features``), after
-augmentation, so a temporal shift moves pose with the frames and keypoint jitter reaches
-the features but never the keypoint-regression targets (defects 5 and 6).
+Pose features are computed from the keypoints on the training device, after augmentation
+(``affectlab.data.mouse_preprocess``).
 """
 
 from __future__ import annotations
@@ -41,7 +39,7 @@ import numpy as np
 import ray
 
 from affectlab.data.mouse import MouseDataError, Trial, gray_frame, read_annotation, read_dlc, read_video_frames
-from affectlab.data.pose import ANGLES, BODY_LENGTH_FLOOR, EDGES, NUM_POSE_FEATURES, interpolate_low_likelihood
+from affectlab.data.pose import interpolate_low_likelihood
 
 log = logging.getLogger(__name__)
 
@@ -227,38 +225,3 @@ def iter_video_windows(path, length: int, stride: int, size: int, expected_frame
     final = max(0, n_read - length)
     if final != last_start:
         yield final, np.stack(buffer)
-
-
-# ---------------------------------------------------------------------------- pose features on tensors
-
-
-def pose_features_torch(points: "torch.Tensor", missing: "torch.Tensor | None" = None) -> "torch.Tensor":
-    """The 18 pose features of ``affectlab.data.pose`` on a batch: ``[B,T,6,2]`` px -> ``[B,T,18]``.
-
-    ``points`` are already interpolated (``interpolate_low_likelihood``); ``missing``
-    ``[B,6]`` flags keypoints never seen in the trial, whose features are 0. The body-length
-    floor uses the median over the ``T`` frames given, as the numpy version does over its
-    sequence.
-    """
-    import torch  # here, not at the top: Ray Data workers that only decode never import torch
-
-    points = points.float()
-    b, t = points.shape[:2]
-    missing = torch.zeros(b, 6, dtype=torch.bool, device=points.device) if missing is None else missing.bool()
-    have = ~missing
-    body = (points[:, :, 0] - points[:, :, 5]).norm(dim=-1)  # mouth - tail_base
-    floor = (BODY_LENGTH_FLOOR * body.quantile(0.5, dim=1, keepdim=True)).clamp_min(1e-6)
-    body = torch.maximum(body, floor)
-    has_body = (have[:, 0] & have[:, 5]).float()[:, None]
-    features = []
-    for a, c in EDGES:
-        valid = has_body * (have[:, a] & have[:, c]).float()[:, None]
-        features.append((points[:, :, a] - points[:, :, c]).norm(dim=-1) / body * valid)
-    for a, v, c in ANGLES:
-        u, w = points[:, :, a] - points[:, :, v], points[:, :, c] - points[:, :, v]
-        cross = u[..., 0] * w[..., 1] - u[..., 1] * w[..., 0]
-        valid = (have[:, a] & have[:, v] & have[:, c]).float()[:, None]
-        features.append(torch.atan2(cross.abs(), (u * w).sum(-1)) * valid)
-    out = torch.stack(features, dim=-1)
-    assert out.shape[-1] == NUM_POSE_FEATURES
-    return out

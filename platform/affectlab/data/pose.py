@@ -4,7 +4,7 @@ The original code had two incompatible "18-feature" graphs, mislabelled angle ve
 two duplicated angles, no body-size normalisation and zeroed low-confidence points. Here
 there is one definition, documented below, used by training, evaluation and serving.
 
-Keypoints (``affectlab.data.mouse.BODYPARTS`` order)::
+Keypoints (``affectlab.constants.mouse.BODYPARTS`` order)::
 
     0 mouth   1 L_frontpaw   2 R_frontpaw   3 L_hindpaw   4 R_hindpaw   5 tail_base
 
@@ -48,7 +48,8 @@ from __future__ import annotations
 
 import numpy as np
 
-KEYPOINT_NAMES = ("mouth", "L_frontpaw", "R_frontpaw", "L_hindpaw", "R_hindpaw", "tail_base")
+from affectlab.constants.mouse import BODYPARTS
+
 MOUTH, L_FRONT, R_FRONT, L_HIND, R_HIND, TAIL = range(6)
 
 EDGES = (
@@ -74,7 +75,7 @@ ANGLES = (
     (TAIL, MOUTH, L_FRONT),
     (TAIL, MOUTH, R_FRONT),
 )
-_N = KEYPOINT_NAMES
+_N = BODYPARTS
 FEATURE_NAMES = tuple(
     [f"len:{_N[a]}-{_N[b]}" for a, b in EDGES]
     + [f"angle:{_N[a]}-{_N[v].upper()}-{_N[b]}" for a, v, b in ANGLES]

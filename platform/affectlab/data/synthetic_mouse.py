@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from affectlab.data.mouse import BODYPARTS, CONTEXT_OFFSET, RAW_TO_MERGED, TRIAL_FRAMES
+from affectlab.constants.mouse import BODYPARTS, CONTEXT_OFFSET, RAW_TO_MERGED, TRIAL_FRAMES
 
 TF_SCORER = "DLC_resnet50_pawtracking_comparisionMay7shuffle1_500000"
 DLC3_SCORER = "DLC_Resnet50_pawtrackingMay7shuffle1_snapshot_010"

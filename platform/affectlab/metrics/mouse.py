@@ -29,11 +29,10 @@ from collections import defaultdict
 import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score
 
-from affectlab.data.mouse import CLASS_NAMES
+from affectlab.constants.mouse import CLASS_NAMES, NUM_CLASSES
 from affectlab.metrics.segments import segmental_scores
 from affectlab.metrics.summary import ci95, summarize
 
-NUM_CLASSES = len(CLASS_NAMES)
 LABELS = list(range(NUM_CLASSES))
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
 BACKGROUND_NONE = ()  # MS-TCN on integer labels: every class, rest included, is a segment
@@ -153,6 +152,89 @@ def split_scores(sequences: dict, predict=None, background=BACKGROUND_NONE) -> d
     out = frame_scores(np.concatenate(trues), np.concatenate(preds))
     out.update(segment_scores(preds, trues, background))
     return out
+
+
+# ---------------------------------------------------------------------------- a split's predictions
+# ``predictions`` are the workload's ``predict`` output: per window ``probs`` [N,T,C],
+# ``labels`` [N,T], ``trial_id``, ``row``, ``ok``, ``video_wh`` [N,2], and with a keypoint
+# head ``kp_pred``/``kp_true`` [N,T,K,2] and ``kp_mask`` [N,T,K].
+
+SEGMENT_KEYS = ("edit", "f1@10", "f1@25", "f1@50")
+
+
+def stitch_predictions(predictions: dict) -> dict[int, dict[str, np.ndarray]]:
+    """``stitch_trials`` of a split's window predictions: one sequence per trial."""
+    p = predictions
+    return stitch_trials(p["trial_id"], p["row"], p["probs"], p["labels"], p["ok"])
+
+
+def predictions_keypoint_mae_px(predictions: dict, kp_pred=None) -> float:
+    """Keypoint MAE (px) of a split's predictions over visible keypoints of decoded windows."""
+    p = predictions
+    mask = p["kp_mask"] * (p["ok"][:, None, None] > 0)
+    return keypoint_mae_px(p["kp_pred"] if kp_pred is None else kp_pred, p["kp_true"], mask, p["video_wh"][:, None, None, :])
+
+
+def evaluation_scores(predictions: dict) -> dict[str, float]:
+    """Argmax scores of one split (checkpoint selection): accuracy, macro F1, ``f1_<class>``
+    (NaN when undefined), segmental scores, skipped windows and, with keypoints, their MAE."""
+    scores = split_scores(stitch_predictions(predictions))
+    out = {"accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"]}
+    out.update({f"f1_{name}": (np.nan if f is None else f) for name, f in scores["per_class_f1"].items()})
+    out.update({k: scores[k] for k in SEGMENT_KEYS})
+    out["skipped_samples"] = int((predictions["ok"] == 0).sum())
+    if "kp_pred" in predictions:
+        out["keypoint_mae_px"] = predictions_keypoint_mae_px(predictions)
+    return out
+
+
+def held_out_metrics(val: dict, test: dict, train_labels) -> tuple[dict, dict[int, tuple[np.ndarray, np.ndarray]]]:
+    """Test metrics with decision thresholds fitted on validation (applied unchanged), and
+    ``{trial_id: (true, predicted)}`` per test trial.
+
+    ``val``/``test`` are the two splits' predictions, ``train_labels`` the training frames'
+    labels (for the majority-class baseline).
+    """
+    train_labels = np.asarray(train_labels).ravel()
+    val_seq, test_seq = stitch_predictions(val), stitch_predictions(test)
+    thresholds = fit_thresholds(
+        np.concatenate([s["probs"] for s in val_seq.values()]), np.concatenate([s["labels"] for s in val_seq.values()])
+    )
+
+    def rule(probs):
+        return apply_thresholds(probs, thresholds)
+
+    scores = split_scores(test_seq, rule, BACKGROUND_NONE)
+    argmax = split_scores(test_seq)
+    preds = {i: rule(s["probs"]) for i, s in test_seq.items()}
+    trues = {i: s["labels"] for i, s in test_seq.items()}
+    test_labels = np.concatenate(list(trues.values()))
+    metrics = {
+        **{k: scores[k] for k in ("accuracy", "macro_f1", "per_class_f1", "confusion_matrix", *SEGMENT_KEYS)},
+        "segment_background": list(BACKGROUND_NONE),
+        "segment_note": "Edit and F1@k are MS-TCN's (0-100), scored per test trial with no background "
+        "class (rest counts as a segment); segmental_rest_as_background drops rest.",
+        "segmental_rest_as_background": segment_scores(list(preds.values()), list(trues.values()), BACKGROUND_REST),
+        "majority_class": CLASS_NAMES[majority_class(train_labels)],
+        "majority_baseline_macro_f1": majority_baseline_macro_f1(train_labels, test_labels),
+        "thresholds": {name: float(t) for name, t in zip(CLASS_NAMES, thresholds)},
+        "decision_rule": "argmax_c p_c / t_c, thresholds t_c fitted on the validation split",
+        "argmax": {k: argmax[k] for k in ("accuracy", "macro_f1", "per_class_f1", *SEGMENT_KEYS)},
+        "val_macro_f1": split_scores(val_seq, rule)["macro_f1"],
+        "skipped_samples": int((val["ok"] == 0).sum() + (test["ok"] == 0).sum()),
+        "n_test_frames": int(test_labels.size),
+        "n_test_trials": len(test_seq),
+    }
+    if "kp_pred" in test:
+        metrics["keypoint_mae_px"] = predictions_keypoint_mae_px(test)
+        # For scale: predicting each keypoint's mean position on the validation animals.
+        seen = val["kp_mask"][..., None] * (val["ok"][:, None, None, None] > 0)
+        mean_position = (val["kp_true"] * seen).sum((0, 1)) / np.maximum(seen.sum((0, 1)), 1)
+        metrics["keypoint_baseline_mae_px"] = predictions_keypoint_mae_px(test, np.broadcast_to(mean_position, test["kp_true"].shape))
+    return metrics, {i: (trues[i], preds[i]) for i in test_seq}
+
+
+# ---------------------------------------------------------------------------- cross-validation
 
 
 COUNT_KEYS = ("skipped_samples", "n_test_frames", "n_test_trials")  # summed over folds

@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 
-from affectlab.data.mouse import CLASS_NAMES
+from affectlab.constants.mouse import CLASS_NAMES, FPS
 from affectlab.report.html import Section, new_figure, write_report
 
 __all__ = ["confusion_figure", "ethogram_figure", "write_mouse_report"]
@@ -43,7 +43,7 @@ def confusion_figure(matrix):
     return fig
 
 
-def ethogram_figure(sequences: list[dict], fps: float = 30.0):
+def ethogram_figure(sequences: list[dict], fps: float = FPS):
     """True vs predicted action timeline, two bands per trial (``{"name", "true", "pred"}``)."""
     sequences = sequences[:MAX_ETHOGRAMS]
     cmap = ListedColormap(CLASS_COLOURS)

@@ -15,6 +15,11 @@ afterwards (``final_metrics``) and applied unchanged to test.
 
 Splits are by animal (``affectlab.data.mouse.group_split`` / ``group_kfold``): the test
 animals are never seen in training or selection.
+
+This module ties the parts together, as ``workloads/pain.py`` does: files, splits and
+window tables in ``affectlab.data`` (``mouse``, ``dlc``, ``mouse_dataset``,
+``mouse_windows``), model inputs and augmentation in ``affectlab.data.mouse_preprocess``,
+losses in ``affectlab.models.mouse_losses``, scores in ``affectlab.metrics.mouse``.
 """
 
 from __future__ import annotations
@@ -25,18 +30,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from affectlab.constants.mouse import CLASS_NAMES, DEFAULT_IMAGE_SIZE, MODELS
 from affectlab.data.dlc import parse_bodypart_map
-from affectlab.data.mouse import CLASS_NAMES, Trial, discover
+from affectlab.data.mouse import Trial, discover
 from affectlab.data.mouse_dataset import evaluation_windows, split_trials, training_windows
-from affectlab.data.mouse_windows import pose_features_torch, trial_labels, window_dataset
+from affectlab.data.mouse_preprocess import prepare
+from affectlab.data.mouse_windows import trial_labels, window_dataset
 from affectlab.metrics import mouse as mouse_metrics
+from affectlab.models.mouse import build_mouse_model
 from affectlab.models.mouse_ema import EMAModel
+from affectlab.models.mouse_losses import focal_loss, keypoint_loss, temporal_smoothness
 from affectlab.workloads.base import TrainConfig, WorkloadDefaults, make_config
 
-MODELS = ("c3d", "c3d_light", "dual_stream", "multitask")
-DEFAULT_IMAGE_SIZE = {"c3d": 112, "c3d_light": 112, "dual_stream": 112, "multitask": 224}
 
 
 @dataclass
@@ -164,26 +170,7 @@ class MouseWorkload(WorkloadDefaults):
 
     # -- model --------------------------------------------------------------------------
     def build_model(self, cfg: MouseConfig, pretrained: bool | None = None):
-        if cfg.model in ("c3d", "c3d_light"):
-            from affectlab.models.mouse_c3d import build_c3d
-
-            model = build_c3d(light=cfg.model == "c3d_light", width=cfg.c3d_width, dropout=cfg.dropout)
-        elif cfg.model == "dual_stream":
-            from affectlab.models.mouse_dual_stream import DualStream
-
-            model = DualStream(cfg.c3d_width, cfg.pose_hidden, 2 * cfg.pose_hidden, cfg.hidden // 2, dropout=cfg.dropout)
-        else:
-            from affectlab.models.mouse_multitask import MouseMultiTask, MultiTaskConfig
-
-            use_weights = cfg.pretrained if pretrained is None else (cfg.pretrained and pretrained)
-            model = MouseMultiTask(MultiTaskConfig(
-                backbone=cfg.backbone, pretrained=use_weights, weights_path=cfg.weights_path, image_size=cfg.input_size,
-                pose_hidden=cfg.pose_hidden, hidden=cfg.hidden, dropout=cfg.dropout, visual_dropout=cfg.visual_dropout,
-                grad_checkpointing=cfg.grad_checkpointing,
-            ))  # fmt: skip
-        if cfg.ema:
-            model = EMAModel(model, cfg.ema_decay)
-        return model
+        return build_mouse_model(cfg, pretrained)
 
     def param_groups(self, model, cfg: MouseConfig) -> list[dict]:
         net = model.model if isinstance(model, EMAModel) else model  # the live model, not its average
@@ -196,49 +183,9 @@ class MouseWorkload(WorkloadDefaults):
     # -- inputs and augmentation ----------------------------------------------------------
     @staticmethod
     def prepare(batch: dict, cfg: MouseConfig, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Model inputs and clean targets of a batch; augmented when a generator is given.
-
-        Temporal roll moves frames, keypoints, visibility, labels and weights together;
-        brightness/contrast and temporal dropout touch the inputs; keypoint jitter reaches
-        the pose features only, and ``kp_target`` stays the clean keypoints.
-        """
-        frames = batch["frames"].float() / 255
-        keypoints = batch["keypoints"].float()
-        visible = batch["visible"].float()
-        labels = batch["labels"].long()
-        weights = batch["weights"].float() if "weights" in batch else torch.ones_like(labels, dtype=torch.float32)
-        wh = batch["video_wh"].float()[:, None, None, :]
-        dropped = None
-        inputs_kp = keypoints
-        if generator is not None and cfg.augment:
-            dev = frames.device
-            b, t = labels.shape
-            shift = torch.randint(-cfg.roll_max, cfg.roll_max + 1, (b,), generator=generator, device=dev)
-            shift = shift * (torch.rand(b, generator=generator, device=dev) < cfg.roll_prob)
-            index = (torch.arange(t, device=dev)[None, :] - shift[:, None]) % t  # circular roll per sample
-            rows = torch.arange(b, device=dev)[:, None]
-            frames, keypoints, visible = frames[rows, index], keypoints[rows, index], visible[rows, index]
-            labels, weights = labels[rows, index], weights[rows, index]
-
-            gain = 1 + (torch.rand(b, 1, 1, 1, generator=generator, device=dev) * 2 - 1) * cfg.brightness
-            contrast = 1 + (torch.rand(b, 1, 1, 1, generator=generator, device=dev) * 2 - 1) * cfg.contrast
-            frames = frames * gain
-            mean = frames.mean(dim=(1, 2, 3), keepdim=True)
-            frames = ((frames - mean) * contrast + mean).clamp(0, 1)
-            dropped = torch.rand(b, t, generator=generator, device=dev) < cfg.temporal_dropout
-            frames = torch.where(dropped[..., None, None], mean.expand_as(frames), frames)
-            noise = torch.randn(keypoints.shape, generator=generator, device=dev) * cfg.keypoint_jitter
-            inputs_kp = keypoints + noise
-        pose = pose_features_torch(inputs_kp * wh, batch["kp_missing"])  # rotation-invariant: before rotating
-        if dropped is not None:
-            pose = pose.masked_fill(dropped[..., None], 0.0)
-        if generator is not None and cfg.augment and cfg.rotate90:
-            turns = torch.randint(0, 4, (frames.shape[0],), generator=generator, device=frames.device)
-            frames, keypoints = rotate_windows(frames, keypoints, turns)
-        return {
-            "frames": frames, "pose": pose, "labels": labels, "weights": weights,
-            "kp_target": keypoints, "kp_mask": visible,
-        }  # fmt: skip
+        """Model inputs and clean targets of a batch (``affectlab.data.mouse_preprocess.prepare``,
+        which serving uses too); augmented when a generator is given."""
+        return prepare(batch, cfg, generator)
 
     # -- training -----------------------------------------------------------------------
     def train_step(self, model, batch: dict, cfg: MouseConfig, generator: torch.Generator):
@@ -249,7 +196,7 @@ class MouseWorkload(WorkloadDefaults):
         out = model(x["frames"], x["pose"])
         logits = out["logits"].float()
         action = focal_loss(logits, x["labels"], x["weights"], cfg.focal_gamma, cfg.label_smoothing)
-        smooth = (logits[:, 1:] - logits[:, :-1]).abs().mean() if logits.shape[1] > 1 else logits.new_zeros(())
+        smooth = temporal_smoothness(logits)
         loss = action + cfg.smooth_weight * smooth
         terms = {"action_loss": action.item(), "smooth_loss": smooth.item(), "skipped": float((batch["ok"] == 0).sum())}
         if "keypoints" in out:
@@ -274,15 +221,7 @@ class MouseWorkload(WorkloadDefaults):
 
     def evaluate(self, predictions: dict[str, np.ndarray]) -> dict[str, float]:
         """Argmax scores of one split (checkpoint selection; thresholds come after training)."""
-        sequences = _stitch(predictions)
-        scores = mouse_metrics.split_scores(sequences)
-        out = {"accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"]}
-        out.update({f"f1_{name}": (np.nan if f is None else f) for name, f in scores["per_class_f1"].items()})
-        out.update({k: scores[k] for k in ("edit", "f1@10", "f1@25", "f1@50")})
-        out["skipped_samples"] = int((predictions["ok"] == 0).sum())
-        if "kp_pred" in predictions:
-            out["keypoint_mae_px"] = _keypoint_mae(predictions)
-        return out
+        return mouse_metrics.evaluation_scores(predictions)
 
     # -- final metrics --------------------------------------------------------------------
     def final_metrics(self, cfg: MouseConfig, fold: int | None, predictions: dict) -> tuple[dict, list[dict]]:
@@ -292,50 +231,13 @@ class MouseWorkload(WorkloadDefaults):
         """
         parts = self.splits(cfg, fold)
         train_labels = np.concatenate(trial_labels([t for _, t in parts["train"]]))
-        val, test = _stitch(predictions["val"]), _stitch(predictions["test"])
-        thresholds = mouse_metrics.fit_thresholds(
-            np.concatenate([s["probs"] for s in val.values()]), np.concatenate([s["labels"] for s in val.values()])
-        )
-
-        def rule(probs):
-            return mouse_metrics.apply_thresholds(probs, thresholds)
-
-        scores = mouse_metrics.split_scores(test, rule, mouse_metrics.BACKGROUND_NONE)
-        preds = [rule(s["probs"]) for s in test.values()]
-        trues = [s["labels"] for s in test.values()]
-        argmax = mouse_metrics.split_scores(test)
-        test_labels = np.concatenate(trues)
-        majority = mouse_metrics.majority_class(train_labels)
+        metrics, per_trial = mouse_metrics.held_out_metrics(predictions["val"], predictions["test"], train_labels)
+        metrics["animals"] = {split: sorted({t.animal_id for _, t in part}) for split, part in parts.items()}
+        metrics["model"] = cfg.model
         trial_of = {i: t for part in parts.values() for i, t in part}
-        metrics = {
-            **{k: scores[k] for k in ("accuracy", "macro_f1", "per_class_f1", "confusion_matrix")},
-            **{k: scores[k] for k in ("edit", "f1@10", "f1@25", "f1@50")},
-            "segment_background": [],
-            "segment_note": "Edit and F1@k are MS-TCN's (0-100), scored per test trial with no background "
-            "class (rest counts as a segment); segmental_rest_as_background drops rest.",
-            "segmental_rest_as_background": mouse_metrics.segment_scores(preds, trues, mouse_metrics.BACKGROUND_REST),
-            "majority_class": CLASS_NAMES[majority],
-            "majority_baseline_macro_f1": mouse_metrics.majority_baseline_macro_f1(train_labels, test_labels),
-            "thresholds": {name: float(t) for name, t in zip(CLASS_NAMES, thresholds)},
-            "decision_rule": "argmax_c p_c / t_c, thresholds t_c fitted on the validation split",
-            "argmax": {k: argmax[k] for k in ("accuracy", "macro_f1", "per_class_f1", "edit", "f1@10", "f1@25", "f1@50")},
-            "val_macro_f1": mouse_metrics.split_scores(val, rule)["macro_f1"],
-            "skipped_samples": int(sum((predictions[s]["ok"] == 0).sum() for s in ("val", "test"))),
-            "n_test_frames": int(test_labels.size),
-            "n_test_trials": len(test),
-            "animals": {split: sorted({t.animal_id for _, t in part}) for split, part in parts.items()},
-            "model": cfg.model,
-        }
-        if "kp_pred" in predictions["test"]:
-            metrics["keypoint_mae_px"] = _keypoint_mae(predictions["test"])
-            # For scale: predicting each keypoint's mean position on the validation animals.
-            v, t = predictions["val"], predictions["test"]
-            seen = v["kp_mask"][..., None] * (v["ok"][:, None, None, None] > 0)
-            mean_position = (v["kp_true"] * seen).sum((0, 1)) / np.maximum(seen.sum((0, 1)), 1)
-            metrics["keypoint_baseline_mae_px"] = _keypoint_mae({**t, "kp_pred": np.broadcast_to(mean_position, t["kp_true"].shape)})
         sequences = [
-            {"name": f"{trial_of[i].video_id} trial {trial_of[i].trial}", "true": s["labels"], "pred": p}
-            for (i, s), p in zip(test.items(), preds)
+            {"name": f"{trial_of[i].video_id} trial {trial_of[i].trial}", "true": true, "pred": pred}
+            for i, (true, pred) in per_trial.items()
         ]
         return metrics, sequences
 
@@ -351,53 +253,6 @@ class MouseWorkload(WorkloadDefaults):
             per_fold.append({"fold": f.fold, **metrics})
             sequences += [{**s, "name": f"fold {f.fold}: {s['name']}"} for s in seqs]
         return {**mouse_metrics.summarize_folds(per_fold), "folds": per_fold}, sequences
-
-
-# ---------------------------------------------------------------------------- losses
-
-
-def focal_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, gamma: float, smoothing: float) -> torch.Tensor:
-    """Weighted focal loss on label-smoothed targets: ``-sum_c y_c (1 - p_c)^gamma log p_c``.
-
-    ``weights`` ``[B, T]`` are per-frame (class weight of the frame's label, 0 for skipped
-    windows); the loss is their weighted mean.
-    """
-    log_p = F.log_softmax(logits, dim=-1)
-    n_classes = logits.shape[-1]
-    target = F.one_hot(labels, n_classes).float() * (1 - smoothing) + smoothing / n_classes
-    per_frame = -(target * (1 - log_p.exp()).pow(gamma) * log_p).sum(-1)
-    return (per_frame * weights).sum() / weights.sum().clamp_min(1e-6)
-
-
-def keypoint_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, beta: float) -> torch.Tensor:
-    """SmoothL1 over visible keypoints (``mask`` ``[B, T, K]``), normalised coordinates."""
-    error = F.smooth_l1_loss(pred, target, reduction="none", beta=beta).sum(-1)
-    return (error * mask).sum() / mask.sum().clamp_min(1.0)
-
-
-# ---------------------------------------------------------------------------- helpers
-
-
-def rotate_windows(frames: torch.Tensor, keypoints: torch.Tensor, turns: torch.Tensor):
-    """Rotate window ``b`` by ``turns[b]`` x 90 degrees counter-clockwise: frames ``[B,T,H,W]``
-    and normalised keypoints ``[B,T,K,2]`` (each turn maps (x, y) to (y, 1 - x))."""
-    frames, keypoints = frames.clone(), keypoints.clone()
-    for b, k in enumerate(turns.tolist()):
-        frames[b] = torch.rot90(frames[b], k, dims=(-2, -1))
-        for _ in range(k):
-            keypoints[b] = torch.stack([keypoints[b, ..., 1], 1 - keypoints[b, ..., 0]], dim=-1)
-    return frames, keypoints
-
-
-def _stitch(predictions: dict) -> dict:
-    p = predictions
-    return mouse_metrics.stitch_trials(p["trial_id"], p["row"], p["probs"], p["labels"], p["ok"])
-
-
-def _keypoint_mae(predictions: dict) -> float:
-    p = predictions
-    mask = p["kp_mask"] * (p["ok"][:, None, None] > 0)
-    return mouse_metrics.keypoint_mae_px(p["kp_pred"], p["kp_true"], mask, p["video_wh"][:, None, None, :])
 
 
 # Named starting points; explicit options override them.
