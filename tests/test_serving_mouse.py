@@ -162,8 +162,9 @@ def serve_log():
 
 
 def test_server_faults_are_500s_with_a_request_id_and_no_internals(tmp_path, monkeypatch, serve_log):
-    """A fault of the server, in decoding (ingress) or in the model (replica), answers 500 with
-    only a request id; the traceback with the same id is in the server log."""
+    """A fault of the server is never a 4xx: while decoding it propagates (the layer answers
+    500 with a request id); in the model replica it is that video's 500 carrying only a
+    request id, the traceback logged under the same id."""
     import torch
 
     import affectlab.serving.mouse as served_module
@@ -181,12 +182,8 @@ def test_server_faults_are_500s_with_a_request_id_and_no_internals(tmp_path, mon
         raise OSError(28, "No space left on device", secret)
 
     monkeypatch.setattr(served_module, "read_dlc", full_disk)
-    with pytest.raises(BadInput) as caught:
+    with pytest.raises(OSError, match="No space"):  # not turned into a 4xx: the layer answers 500 + request id
         MousePredictor().decode(Payload({"video": [video], "dlc": [trial.dlc_path.read_bytes()]}, "multipart"), entry)
-    assert caught.value.status == 500
-    assert "secret" not in caught.value.message and "No space" not in caught.value.message
-    request_id = caught.value.message.split("request id ")[1].split()[0]
-    assert request_id in serve_log.text() and "No space left on device" in serve_log.text()
 
     class Broken(torch.nn.Module):
         def forward(self, frames, pose):

@@ -30,7 +30,9 @@ made here:
   video that stops decoding before its header's frame count (truncated), a DLC file that
   is multi-animal, malformed, holds pickled objects or has the wrong number of rows. A
   fault of the server (a full disk, a failing model) is a 500 whose body carries only a
-  request id; the traceback is in the server log under that id (``server_fault``).
+  request id, the traceback being in the server log under it: the layer's answer for
+  faults while decoding, ``server_fault`` for a video whose model run fails (one item of a
+  batch, so the videos batched with it still get their answers).
 """
 
 from __future__ import annotations
@@ -152,7 +154,6 @@ OPENAPI = {  # the request and response of /v1/mouse/segment in /docs
             },
         },
         "422": {"description": "not a video, truncated video, DLC file malformed, multi-animal, holding pickled objects or with the wrong row count"},
-        "500": {"description": "a fault of the server: the body holds a request id, the server log the details"},
     },
 }
 
@@ -283,15 +284,9 @@ class MousePredictor:
 
     # -- ingress ---------------------------------------------------------------------------
     def decode(self, payload: Payload, entry: ModelEntry) -> MouseInput:
-        request_id = uuid.uuid4().hex[:16]
-        try:
-            return self._decode(payload, entry, request_id)
-        except BadInput:
-            raise
-        except Exception:  # not the upload's fault: log it here, tell the client only the id
-            raise server_fault(request_id, "reading the upload") from None
-
-    def _decode(self, payload: Payload, entry: ModelEntry, request_id: str) -> MouseInput:
+        """The upload as a ``MouseInput``. Faults of the upload are 4xx (``BadInput``); any
+        other exception is the server's and propagates: the layer answers 500 with a request id."""
+        request_id = uuid.uuid4().hex[:12]
         payload.expect(required=("video",), optional=("dlc",))
         video = payload.file("video")
         dlc = payload.files("dlc")
@@ -318,10 +313,11 @@ class MousePredictor:
 
 
 def server_fault(request_id: str, doing: str) -> BadInput:
-    """A 500 for the exception being handled: its traceback goes to the server log under
-    ``request_id``; the client gets the id only, never a path or the exception's text."""
+    """A 500 for the exception being handled, as one item of a batch (the others still get
+    their answers): its traceback goes to the server log under ``request_id``; the client
+    gets the id only, never a path or the exception's text."""
     logger.exception("mouse request %s: failed while %s", request_id, doing)
-    return BadInput(500, f"internal server error while {doing}; quote request id {request_id} to the operator")
+    return BadInput(500, f"internal server error; request_id {request_id}")
 
 
 def probe_video(path: Path) -> tuple[int, float, tuple[int, int]]:
