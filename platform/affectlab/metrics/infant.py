@@ -32,7 +32,6 @@ import numpy as np
 from scipy.linalg import sqrtm
 from scipy.spatial.distance import cdist
 from scipy.special import softmax
-from sklearn.metrics import confusion_matrix
 
 from affectlab.constants.infant import (
     BETWEEN_WEIGHT,
@@ -87,6 +86,8 @@ def _features(features, name: str = "features") -> np.ndarray:
 def confusion(y_true, y_pred, num_classes: int) -> np.ndarray:
     """(num_classes, num_classes) counts, rows = true class, columns = predicted."""
     y_true, y_pred = _labels(y_true, y_pred)
+    from sklearn.metrics import confusion_matrix  # sklearn imports pandas: only where it is used
+
     return confusion_matrix(y_true, y_pred, labels=np.arange(num_classes))
 
 

@@ -17,7 +17,6 @@ import warnings
 
 import numpy as np
 from scipy import stats
-from sklearn.metrics import f1_score, roc_auc_score
 
 from affectlab.metrics.summary import ci95, summarize
 
@@ -94,12 +93,16 @@ def auroc(pred, target, threshold) -> float:
     labels = target >= threshold
     if labels.all() or not labels.any():
         return 0.0
+    from sklearn.metrics import roc_auc_score  # sklearn imports pandas: only where it is used
+
     return float(roc_auc_score(labels, pred))
 
 
 def f1_at(pred, target, threshold, decision_threshold) -> float:
     """F1 of `pred >= decision_threshold` against `target >= threshold` (0 if undefined)."""
     pred, target = _check(pred, target)
+    from sklearn.metrics import f1_score
+
     return float(f1_score(target >= threshold, pred >= decision_threshold, zero_division=0))
 
 
@@ -119,6 +122,8 @@ def calibrate_threshold(pred, target, threshold, grid=None) -> float | None:
     labels = target >= threshold
     if not labels.any():
         return None
+    from sklearn.metrics import f1_score
+
     scores = [f1_score(labels, pred >= thr, zero_division=0) for thr in grid]
     return float(grid[int(np.argmax(scores))])
 

@@ -25,12 +25,16 @@ from (a local path, or "random init") so a run can state it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
+
+if TYPE_CHECKING:  # transformers is imported where a HuBERT is built (it pulls in soundfile and more)
+    from transformers import HubertConfig, HubertModel
 
 HUBERT_FROZEN_LAYERS = 2  # encoder layers 0-1 stay frozen with the CNN and the projection
 
@@ -157,6 +161,8 @@ class LogMelAudioEncoder(nn.Module):
 def hubert_config(preset: str) -> HubertConfig:
     if preset not in HUBERT_PRESETS:
         raise ValueError(f"preset must be one of {sorted(HUBERT_PRESETS)}, got {preset!r}")
+    from transformers import HubertConfig
+
     return HubertConfig(**HUBERT_PRESETS[preset])
 
 
@@ -166,6 +172,8 @@ def build_audio_encoder(
     """``(encoder, source)``. ``kind``: "hubert" (weights from the local ``path`` given, else a
     random-init ``HubertConfig`` of the preset) or "logmel" (``in_dim`` features per frame)."""
     if kind == "hubert":
+        from transformers import HubertModel, Wav2Vec2FeatureExtractor
+
         if path is None:
             model = HubertModel(hubert_config(preset))
             sizes = "HuBERT-base sizes" if preset == "paper" else f"{preset} preset"

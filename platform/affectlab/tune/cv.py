@@ -1,8 +1,8 @@
 """Cross-validation on Ray Tune: every fold is a Tune trial, every trial a Ray Train run.
 
-Every fold is queued at once. A trial only drives its Train run, so it asks for no CPU
-(and, on a cluster that declares it, one unit of the head node's ``trial_driver``
-resource, keeping drivers off spot GPU nodes); the Train run asks for its workers' real
+Every fold is queued at once. A trial only drives its Train run, so it asks for one unit of
+the head node's ``trial_driver`` resource where the cluster declares it (keeping drivers
+off spot GPU nodes), else a sliver of a CPU; the Train run asks for its workers' real
 resources as a placement group. Folds whose workers do not fit yet wait for them — Train
 retries the worker start without limit — and their pending placement groups are the
 demand the autoscaler sees, so folds start as nodes arrive. Each fold's ``final``
@@ -33,12 +33,15 @@ class FoldResult:
     metrics: dict
 
 
+TRIAL_CPUS = 0.01  # a trial only waits on its Train run (Tune refuses an empty request)
+
+
 def trial_resources() -> dict:
-    """What a trial that only drives Train runs reserves: no CPU, plus a ``trial_driver``
-    slot where the cluster has them (the head node in cluster.yaml)."""
+    """What a trial that only drives Train runs reserves: a ``trial_driver`` slot where the
+    cluster has them (the head node in cluster.yaml), else a sliver of a CPU."""
     if ray.cluster_resources().get(TRIAL_DRIVER, 0) >= 1:
-        return {"CPU": 0, TRIAL_DRIVER: 1}
-    return {"CPU": 0}
+        return {TRIAL_DRIVER: 1}
+    return {"CPU": TRIAL_CPUS}
 
 
 def fold_trainable(config: dict, workload) -> None:
