@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from _cli import HelpFormatter, add_cluster_options, cluster_values, given
+from _cli import HelpFormatter, add_cluster_options, add_output_options, cluster_values, given, resolve_paths
 
 from affectlab.constants.mouse import MODELS
 from affectlab.data.mouse import MouseDataError
@@ -44,7 +44,7 @@ def parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data-dir", help="folder with Videos/ (MP4 + DeepLabCut CSV/H5) and Annotations/ (prediction_<video>.mp4_<trial>.csv)")
     src.add_argument("--synthetic", action="store_true", help="write a synthetic dataset in exactly the native formats under OUTPUT/data and run on it")
-    p.add_argument("--output", required=True, help="directory for metrics.json, report.html and checkpoints")
+    add_output_options(p, "directory for metrics.json, report.html and checkpoints")
     p.add_argument("--model", choices=MODELS, default="multitask", help="c3d / c3d_light: 3D CNN on video; dual_stream: video + pose MLP with temporal attention; multitask: per-frame image backbone + pose graph + dilated TCN + keypoint head")
     p.add_argument("--preset", choices=sorted(PRESETS), help="starting settings: 'paper' (the original multi-task recipe) or 'tiny' (a few minutes on a 2-core laptop; 64 px frames and 12 epochs for the video-only 3D CNNs); default: tiny with --synthetic, paper otherwise")
     p.add_argument("--cv", type=int, metavar="K", help="K folds grouped by animal, trained as parallel Ray Tune trials (default: one train/val/test split)")
@@ -104,11 +104,16 @@ def config(args, data_dir: Path) -> MouseConfig:
 
 def main(argv: list[str] | None = None) -> Path:
     """Run the job; returns the path of metrics.json."""
-    args = parser().parse_args(argv)
+    from affectlab.train.outputs import OutputExistsError, claim_output, new_run_name
+
+    args = resolve_paths(parser().parse_args(argv))  # absolute: Train workers change directory
     started = time.perf_counter()
-    output = Path(args.output).resolve()
     if args.data_dir and not Path(args.data_dir).is_dir():
         sys.exit(f"error: --data-dir {args.data_dir}: folder not found")
+    try:
+        output = claim_output(args.output, args.overwrite)
+    except OutputExistsError as error:
+        sys.exit(f"error: {error}")
     if args.synthetic:
         data_dir = write_synthetic_mouse(output / "data", n_animals=args.synthetic_animals, size=args.synthetic_size, seed=args.seed or 0)
     else:
@@ -134,7 +139,7 @@ def main(argv: list[str] | None = None) -> Path:
         sys.exit(f"error: {error}")
 
     init_ray()
-    run_name = f"mouse-{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_name = new_run_name(f"mouse-{cfg.model}")
     if args.cv:
         from affectlab.tune.cv import run_cv
 

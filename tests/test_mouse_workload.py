@@ -267,3 +267,8 @@ def test_job_fails_fast_on_bad_input(tmp_path, mice):
     shutil.copy(next((root / "Annotations").glob("*.csv")), root / "Annotations" / ghost)
     with pytest.raises(SystemExit, match="999M_tracking.mp4"):
         mouse_actions.main(["--data-dir", str(root), "--output", str(tmp_path / "o")])
+    held = tmp_path / "held"
+    held.mkdir()
+    (held / "metrics.json").write_text("{}")  # an earlier run's outputs are not overwritten unasked
+    with pytest.raises(SystemExit, match="already holds a run's outputs.*--overwrite"):
+        mouse_actions.main(["--data-dir", str(mice), "--output", str(held)])
