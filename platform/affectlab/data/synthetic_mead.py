@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 from scipy.ndimage import gaussian_filter1d
+from tqdm import tqdm
 
 from affectlab.constants import probtalk3d as C
 from affectlab.data.audio import audio_envelope
@@ -133,7 +134,7 @@ def write_synthetic_mead(
     jaw_rest = {s: rng.uniform(-0.01, 0.02) for s in subjects}
     pitch = {s: rng.uniform(100, 220) for s in subjects}
 
-    for s_index, subject in enumerate(subjects):
+    for s_index, subject in enumerate(tqdm(subjects, desc="synthetic 3DMEAD speakers", unit="speaker", leave=False)):
         for emotion in (C.EMOTIONS.index(e) for e in emotions):
             levels = [0] if emotion == C.NEUTRAL else range(len(C.INTENSITIES))
             kind = "neutral" if emotion == C.NEUTRAL else "emotional"

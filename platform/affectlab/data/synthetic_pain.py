@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import h5py
 import numpy as np
+from tqdm import tqdm
 
 from affectlab.data.synthetic_faces import FaceIdentity, draw_face, pain_episode, pspi_from_aus
 from affectlab.data.unbc import AU_KEYS, UNBC_FILES, UNBC_SUBJECTS
@@ -40,7 +41,7 @@ def write_synthetic_unbc(
     subjects = list(UNBC_SUBJECTS[:n_subjects])
 
     images, aus, names = [], [], []
-    for name in subjects:
+    for name in tqdm(subjects, desc="synthetic UNBC subjects", unit="subject", leave=False):
         identity = FaceIdentity.random(rng)
         for s in range(sequences_per_subject):
             peak = 0.5 if s == 0 else rng.uniform(2.0, 5.5)  # one near-painless sequence each
