@@ -64,6 +64,16 @@ class Param:
             return tune.randint(self.low, self.high + 1)  # Tune's upper bound is exclusive
         return tune.choice(list(self.values))
 
+    def optuna_distribution(self):
+        """The same distribution for Optuna (the sweep report rebuilds the study from trials.csv)."""
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        if self.distribution in ("loguniform", "uniform"):
+            return FloatDistribution(self.low, self.high, log=self.distribution == "loguniform")
+        if self.distribution == "int":
+            return IntDistribution(self.low, self.high)
+        return CategoricalDistribution(list(self.values))
+
 
 @dataclass(frozen=True)
 class SearchSpace:
