@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from affectlab.data.synthetic_faces import FaceIdentity, draw_face
-from affectlab.models.vitpain import PSPI_MAX
+from affectlab.constants.pain import PSPI_MAX
 from affectlab.serving.layer import BadInput, Payload, ServeOptions
 from affectlab.serving.pain import PainPredictor, build_model, member_thresholds
 from affectlab.serving.registry import ModelRegistry, UnknownModel

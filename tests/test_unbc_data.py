@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from affectlab.data import pain as pain_data
-from affectlab.data.unbc import AU_KEYS, UNBC, UNBC_FILES, UNBCDataError, loso_folds
+from affectlab.constants.pain import AU_KEYS
+from affectlab.data.unbc import UNBC, UNBC_FILES, UNBCDataError, loso_folds
 
 
 def write_unbc(d, n=12, frame_shape=(8, 8, 3), index=None, drop=(), extra=None, with_pspi=True, folds=None):

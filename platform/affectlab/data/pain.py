@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import h5py
@@ -27,7 +28,10 @@ import numpy as np
 import pandas as pd
 import ray
 
-from affectlab.data.unbc import AU_NAMES
+from affectlab.constants.pain import AU_NAMES
+
+if TYPE_CHECKING:  # Ray Data tasks read through this module: they need no torch
+    import torch
 
 log = logging.getLogger(__name__)
 REFERENCE_POLICIES = ("first_frames", "oracle")
@@ -92,6 +96,17 @@ def _rows(table: pd.DataFrame, refs: np.ndarray, id_column: str, weights: np.nda
     if weights is not None:
         rows["sample_weight"] = np.asarray(weights, np.float32)
     return rows
+
+
+def model_inputs(image: torch.Tensor, reference: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """What ViTPain takes, for training, evaluation and serving alike: uint8 images
+    ``[B, 3, S, S]`` and references ``[B, N, 3, S, S]`` → floats in [0, 1]; a single
+    reference shot as ``[B, 3, S, S]`` (several are averaged by the model)."""
+    image = image.float() / 255
+    if reference is None:
+        return image, None
+    reference = reference.float() / 255
+    return image, reference[:, 0] if reference.shape[1] == 1 else reference
 
 
 def to_chw(image: np.ndarray, size: int) -> np.ndarray:

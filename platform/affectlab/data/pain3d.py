@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit
 
-from affectlab.data.unbc import AU_NAMES
+from affectlab.constants.pain import AU_NAMES
 
 SPLIT_CSV = "uniform_data_70_20_10_split.csv"
 _SUFFIXES = ("_textured_view_", "_view_", "_bg_", "_render_", "_deform_", "_inpainted", "_textured")

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-AU_NAMES = ("AU4", "AU6", "AU7", "AU9", "AU10", "AU43")
 
 _SUPERSAMPLE = 4  # draw large, then shrink: smooth edges at small sizes
 

@@ -20,7 +20,8 @@ import numpy as np
 from tqdm import tqdm
 
 from affectlab.data.synthetic_faces import FaceIdentity, draw_face, pain_episode, pspi_from_aus
-from affectlab.data.unbc import AU_KEYS, UNBC_FILES, UNBC_SUBJECTS
+from affectlab.constants.pain import AU_KEYS, AU_NAMES
+from affectlab.data.unbc import UNBC_FILES, UNBC_SUBJECTS
 
 
 def write_synthetic_unbc(

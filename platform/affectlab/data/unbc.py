@@ -24,13 +24,13 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit
 
+from affectlab.constants.pain import AU_KEYS, AU_NAMES
+
 UNBC_FILES = {
     "frames": "frames_unbc_2020-09-21-05-42-04.hdf5",
     "annotations": "annotations_unbc_2020-10-13-22-55-04.hdf5",
     "folds": "UNBC_CVFolds_2019-05-16-15-16-36.hdf5",
 }
-AU_KEYS = ("label_AU_4", "label_AU_6", "label_AU_7", "label_AU_9", "label_AU_10", "label_AU_43")
-AU_NAMES = ("AU4", "AU6", "AU7", "AU9", "AU10", "AU43")
 UNBC_SUBJECTS = (
     "042-ll042", "043-jh043", "047-jl047", "048-aa048", "049-bm049", "052-dr052", "059-fn059",
     "064-ak064", "066-mg066", "080-bn080", "092-ch092", "095-tv095", "096-bg096", "097-gf097",

@@ -18,9 +18,9 @@ import warnings
 import numpy as np
 from scipy import stats
 
+from affectlab.constants.pain import PSPI_THRESHOLDS
 from affectlab.metrics.summary import ci95, summarize
 
-PSPI_THRESHOLDS = (1, 2, 3)
 DEFAULT_GRID = np.linspace(0, 6, 200)  # the original's calibration grid, PSPI units
 
 __all__ = [

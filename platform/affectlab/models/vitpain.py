@@ -28,7 +28,6 @@ BACKBONES = {
     "large": ("vit_large_patch16_dinov3.lvd1689m", {}),
     "large_sat493m": ("vit_large_patch16_dinov3.sat493m", {}),  # the original paper's weights
 }
-PSPI_MAX = 16.0
 NUM_AUS = 6
 BINARY_THRESHOLDS = ("1", "2", "3")
 

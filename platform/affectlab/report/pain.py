@@ -12,12 +12,11 @@ import math
 import numpy as np
 from sklearn.metrics import roc_curve
 
-from affectlab.metrics.pain import PSPI_THRESHOLDS
+from affectlab.constants.pain import PSPI_MAX, PSPI_THRESHOLDS
 from affectlab.report.html import Section, new_figure, write_report
 
 __all__ = ["cv_table_rows", "scatter_figure", "roc_figure", "write_cv_report", "write_run_report"]
 
-PSPI_MAX = 16
 
 
 def _fmt(x: float | None) -> str:

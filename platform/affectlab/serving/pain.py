@@ -27,9 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from affectlab.data.pain import to_chw
-from affectlab.data.unbc import AU_NAMES
-from affectlab.models.vitpain import PSPI_MAX
+from affectlab.data.pain import model_inputs, to_chw
+from affectlab.constants.pain import AU_NAMES, PSPI_MAX
 from affectlab.serving.faces import FaceDetector, crop_square
 from affectlab.serving.images import decode_image
 from affectlab.serving.layer import BadInput, Payload, build_app
@@ -194,11 +193,9 @@ class PainPredictor:
             groups.setdefault(0 if x.references is None else len(x.references), []).append(i)
         with torch.inference_mode():
             for n_refs, rows in groups.items():
-                image = torch.from_numpy(np.stack([inputs[i].image for i in rows])).to(model.device).float() / 255
-                reference = None
-                if n_refs:
-                    refs = torch.from_numpy(np.stack([inputs[i].references for i in rows])).to(model.device).float() / 255
-                    reference = refs[:, 0] if n_refs == 1 else refs  # [B, 3, S, S] or [B, N, 3, S, S]
+                image = torch.from_numpy(np.stack([inputs[i].image for i in rows])).to(model.device)
+                refs = torch.from_numpy(np.stack([inputs[i].references for i in rows])).to(model.device) if n_refs else None
+                image, reference = model_inputs(image, refs)  # as in training and evaluation
                 results = [net(image, reference) for net in model.nets]
                 pspi = torch.stack([r["pspi"] for r in results]).float().cpu().numpy() * PSPI_MAX  # [M, B]
                 aus = torch.stack([r["aus"] for r in results]).float().cpu().numpy()  # [M, B, 6]

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from affectlab.data import pain as pain_data
 from affectlab.data.augment import augment_faces
 from affectlab.metrics import pain as pain_metrics
-from affectlab.models.vitpain import PSPI_MAX, ViTPainConfig, build_vitpain, param_groups
+from affectlab.constants.pain import PSPI_MAX, PSPI_THRESHOLDS
+from affectlab.models.vitpain import ViTPainConfig, build_vitpain, param_groups
 from affectlab.workloads.base import TrainConfig, WorkloadDefaults, make_config
 
 
@@ -159,10 +160,10 @@ class PainWorkload(WorkloadDefaults):
     def _inputs(model, batch: dict, cfg: PainConfig, generator: torch.Generator | None = None):
         """uint8 batches → [0, 1] floats; training (a generator given) takes one reference shot
         and augments it independently of the target; evaluation keeps every shot."""
-        image = batch["image"].float() / 255
-        reference = batch["reference"].float() / 255 if cfg.use_reference else None
-        if reference is not None and (generator is not None or reference.shape[1] == 1):
-            reference = reference[:, 0]
+        reference = batch["reference"] if cfg.use_reference else None
+        if reference is not None and generator is not None:
+            reference = reference[:, :1]  # training takes one shot
+        image, reference = pain_data.model_inputs(batch["image"], reference)
         if generator is not None and cfg.augment:
             image = augment_faces(image, generator)
             reference = augment_faces(reference, generator) if reference is not None else None
@@ -174,7 +175,7 @@ class PainWorkload(WorkloadDefaults):
         pspi, aus = batch["pspi"].float(), batch["aus"].float()
         pspi_loss = F.mse_loss(out["pspi"].float(), pspi / PSPI_MAX)
         au_loss = F.mse_loss(out["aus"].float(), aus)
-        targets = torch.stack([(pspi >= t).float() for t in (1, 2, 3)], dim=1)
+        targets = torch.stack([(pspi >= t).float() for t in PSPI_THRESHOLDS], dim=1)
         binary_loss = F.binary_cross_entropy_with_logits(out["binary_logits"].float(), targets)
         loss = cfg.w_pspi * pspi_loss + cfg.w_au * au_loss + cfg.w_binary * binary_loss
         return loss, {"pspi_loss": pspi_loss.item(), "au_loss": au_loss.item(), "binary_loss": binary_loss.item()}
@@ -194,7 +195,7 @@ class PainWorkload(WorkloadDefaults):
     def evaluate(self, predictions: dict[str, np.ndarray]) -> dict[str, float]:
         pred, target = predictions["pred"], predictions["target"]
         out = {"mae": pain_metrics.mae(pred, target), "pearson": pain_metrics.pearson(pred, target)}
-        for t in pain_metrics.PSPI_THRESHOLDS:
+        for t in PSPI_THRESHOLDS:
             out[f"auroc{t}"] = pain_metrics.auroc(pred, target, t)
         out["au_mae"] = float(np.abs(predictions["aus_pred"] - predictions["aus"]).mean())
         return out
