@@ -51,3 +51,15 @@ def test_an_unknown_fold_fails_before_ray_starts(unbc_dir, tmp_path):
     proc = run("unbc_cv.py", "--data-dir", str(unbc_dir), "--output", str(tmp_path), "--folds", "0,9")
     assert proc.returncode != 0 and "fold 9 does not exist; this dataset has 5 folds" in proc.stderr
     assert "Started a local Ray instance" not in proc.stderr
+
+
+def test_a_paper_scale_space_on_synthetic_data_is_refused_before_ray_starts(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "jobs" / "sweep.py"), "--workload", "pain", "--space", str(ROOT / "search_spaces" / "vitpain.yaml"),
+         "--synthetic", "--num-samples", "4", "--output", str(tmp_path / "sweep")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "backbone=large" in proc.stderr and "search_spaces/vitpain_tiny.yaml" in proc.stderr and "--allow-paper-scale" in proc.stderr
+    assert "Started a local Ray instance" not in proc.stderr
+    assert not (tmp_path / "sweep" / "data").exists()  # nothing written either
