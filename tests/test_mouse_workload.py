@@ -201,7 +201,8 @@ def test_train_windows_reshuffle_every_epoch_and_batches_mix_trials(ray_cluster,
             trials_per_batch.append(len(set(batch["trial_id"].tolist())))
         assert Counter(seen) == expected, f"epoch {epoch} did not see every training window as often as sampled"
         assert len(set(seen)) == len(set(expected)) > 40  # distinct windows: all of them, every epoch
-        assert np.mean(trials_per_batch[:-1]) >= 0.85 * min(cfg.batch_size, n_trials), trials_per_batch
+        # random draws from 12 trials give 3.5 distinct per 4 rows; blocks of one trial would give ~2
+        assert np.mean(trials_per_batch[:-1]) >= 0.75 * min(cfg.batch_size, n_trials), trials_per_batch
         epochs.append(seen)
     assert epochs[0] != epochs[1] != epochs[2] != epochs[0]  # another order every epoch
     print(f"{len(expected)} distinct windows of {n_trials} trials; trials per batch {np.mean(trials_per_batch):.2f} of {cfg.batch_size}")

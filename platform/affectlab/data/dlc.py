@@ -166,8 +166,9 @@ def find_dlc_file(videos_dir, video_stem: str, prefer_filtered: bool = False) ->
             found.setdefault(kind, []).append(path)
     if not found:
         return None
-    has = {filtered for _, filtered in found}
-    want_filtered = True in has and (prefer_filtered or False not in has)
+    has_filtered = any(filtered for _, filtered in found)
+    only_filtered = all(filtered for _, filtered in found)
+    want_filtered = only_filtered or (prefer_filtered and has_filtered)
     chosen = {k: v for k, v in found.items() if k[1] == want_filtered}
     if len(chosen) > 1:
         names = sorted(p.name for paths in chosen.values() for p in paths)
