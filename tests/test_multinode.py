@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = r"""
-import json, os, sys, threading, time
+import json, os, socket, sys, threading, time
 os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = "5"  # waiting folds retry their start often
 import ray
 from ray.cluster_utils import Cluster
@@ -24,7 +24,17 @@ from affectlab.workloads.pain import PRESETS
 
 out = sys.argv[1]
 data = write_synthetic_unbc(out + "/data", sequences_per_subject=2, frames_per_sequence=16, size=48)
-cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": True})
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+def ports():  # other Ray instances on this machine hold the default ports
+    return {"dashboard_agent_listen_port": free_port(), "metrics_export_port": free_port(),
+            "runtime_env_agent_port": free_port()}
+
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": True,
+                                                        "dashboard_port": free_port(), **ports()})
 ray.init(address=cluster.address, runtime_env=runtime_env(), log_to_driver=False)
 ray.data.DataContext.get_current().enable_progress_bars = False
 head = ray.get_runtime_context().get_node_id()
@@ -32,20 +42,24 @@ workload = get_workload("pain")
 # 1.5 CPUs per Train worker: one fold fits on the 2-CPU head, the others must wait
 cfg = workload.make_config({**PRESETS["tiny"], "data_dir": str(data), "epochs": 1, "cpus_per_worker": 1.5})
 
-events = {}
-def add_node_when_waiting():
-    while not [a for a in list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])]:
-        time.sleep(1)
-    events["first_worker_alive"] = time.time()
-    time.sleep(10)  # the other folds are queued and retrying meanwhile
-    events["pending_before_join"] = ray.available_resources().get("CPU", 0) < 1.5
-    node = cluster.add_node(num_cpus=2)
-    events["node_added"] = time.time()
-    events["new_node"] = node.node_id
+events, results = {}, []
+def cross_validate():  # in a thread: Cluster.add_node must run in the main thread
+    try:
+        results.extend(run_cv(workload, cfg, [0, 1, 2], out + "/cv", "multinode", wandb="off"))
+    except Exception as e:  # reported in the output, not lost in a thread
+        events["cv_error"] = repr(e)
 
-threading.Thread(target=add_node_when_waiting, daemon=True).start()
 started = time.time()
-results = run_cv(workload, cfg, [0, 1, 2], out + "/cv", "multinode", wandb="off")
+cv = threading.Thread(target=cross_validate)
+cv.start()
+while cv.is_alive() and not list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]):
+    time.sleep(1)
+events["first_worker_alive"] = time.time()
+time.sleep(10)  # the other folds are queued and retrying meanwhile
+events["pending_before_join"] = cv.is_alive() and ray.available_resources().get("CPU", 0) < 1.5
+events["new_node"] = cluster.add_node(num_cpus=2, **ports()).node_id
+events["node_added"] = time.time()
+cv.join()
 workers = list_actors(filters=[("class_name", "=", "RayTrainWorker")], detail=True, limit=1000)
 print(json.dumps({
     "folds": [r.fold for r in results],
@@ -63,6 +77,7 @@ def test_waiting_folds_start_on_a_node_that_joins_later(tmp_path):
                           cwd=ROOT)  # fmt: skip
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "cv_error" not in out, out["cv_error"]
     assert out["folds"] == [0, 1, 2] and all(out["final"])  # every fold finished, none errored
     assert out["pending_before_join"]  # the head was full while folds waited
     assert out["new_node"] in out["worker_nodes"]  # waiting folds ran on the node that joined
