@@ -7,6 +7,8 @@ import importlib
 _WORKLOADS = {
     "pain": "affectlab.workloads.pain:PainWorkload",
     "mouse": "affectlab.workloads.mouse:MouseWorkload",
+    "infant": "affectlab.workloads.infant:InfantWorkload",
+    "probtalk3d": "affectlab.workloads.probtalk3d:ProbTalk3DWorkload",
 }
 
 
