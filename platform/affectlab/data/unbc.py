@@ -16,6 +16,9 @@ annotation ``index``, by the Ray Data pipeline (``affectlab.data.pain``).
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,18 +90,43 @@ def subject_number(name: str) -> int:
         raise UNBCDataError(f"subject name {name!r} is not of the form NNN-xxNNN") from e
 
 
+@contextmanager
+def _open_h5(path: Path) -> Iterator[h5py.File]:
+    """``path`` opened read-only. HDF5's own errors, on opening or while reading a truncated or
+    corrupt file, become an ``UNBCDataError`` naming it; the checks inside raise their own."""
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as error:
+        raise UNBCDataError(f"{path}: not a readable HDF5 file (truncated, corrupt or not HDF5: {error})") from None
+    try:
+        with handle:
+            yield handle
+    except UNBCDataError:
+        raise
+    except (OSError, KeyError, RuntimeError, ValueError, TypeError) as error:  # h5py's ways of saying corrupt
+        raise UNBCDataError(f"{path}: corrupt HDF5 file ({type(error).__name__}: {error})") from None
+
+
+def _dataset(f: h5py.File, key: str, path: Path, kinds: str, expected: str) -> h5py.Dataset:
+    """The dataset ``key``, checked from its metadata (no values read): an array, not a
+    scalar or a group, of one of the numpy ``kinds``."""
+    node = f.get(key)
+    if node is None:
+        raise UNBCDataError(f"{path}: missing key {key!r} ({expected})")
+    if not isinstance(node, h5py.Dataset) or node.ndim == 0 or node.dtype.kind not in kinds:
+        what = "a group" if isinstance(node, h5py.Group) else f"{node.dtype} of shape {node.shape}"
+        raise UNBCDataError(f"{path}: key {key!r} is {what}; expected {expected}")
+    return node
+
+
 def check_frames(path: Path) -> tuple[int, tuple[int, ...]]:
     """Validate the frames file; return (number of frames, shape of one frame)."""
-    with h5py.File(path, "r") as f:
-        if "image" not in f:
-            raise UNBCDataError(f"{path}: missing key 'image' (frames as N×H×W×C or N×H×W uint8)")
-        image = f["image"]
+    with _open_h5(path) as f:
+        image = _dataset(f, "image", path, "iuf", "frames as N×H×W×C or N×H×W numeric pixels")
         if image.ndim not in (3, 4) or (image.ndim == 4 and image.shape[-1] not in (1, 3)):
             raise UNBCDataError(
                 f"{path}: key 'image' has shape {image.shape}; each row must be an image, H×W×C with C in (1, 3) or H×W"
             )
-        if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
-            raise UNBCDataError(f"{path}: key 'image' has dtype {image.dtype}; expected numeric pixels")
         return image.shape[0], image.shape[1:]
 
 
@@ -108,21 +136,21 @@ def read_annotations(path: Path, n_frames: int) -> tuple[pd.DataFrame, int]:
     Columns: ``frame`` (row in the frames file), ``order``, ``subject`` (name), ``subject_id``,
     the six AU columns (AU43 binarised) and ``pspi``.
     """
-    with h5py.File(path, "r") as f:
-        for key in ("index", "subject_name", *AU_KEYS):
-            if key not in f:
-                raise UNBCDataError(f"{path}: missing key {key!r}")
-        index = np.asarray(f["index"][()]).reshape(-1)
-        n = len(index)
-        columns = {"subject_name": f["subject_name"][()]}
-        columns.update({key: f[key][()] for key in AU_KEYS})
+    with _open_h5(path) as f:
+        index = _dataset(f, "index", path, "iu", "integer frame rows, one per annotation")
+        n = index.shape[0]
+        if index.size != n:
+            raise UNBCDataError(f"{path}: key 'index' has shape {index.shape}; expected one frame row per annotation")
+        keys = {"subject_name": ("SUO", "subject names such as '042-ll042'")}
+        keys.update({key: ("biuf", "numeric AU intensities") for key in AU_KEYS})
         if "label_pspi" in f:
-            columns["label_pspi"] = f["label_pspi"][()]
-    for key, values in columns.items():
-        if len(values) != n:
-            raise UNBCDataError(f"{path}: key {key!r} has {len(values)} rows but 'index' has {n}")
-    if not np.issubdtype(index.dtype, np.integer):
-        raise UNBCDataError(f"{path}: key 'index' must hold integer frame rows, got {index.dtype}")
+            keys["label_pspi"] = ("biuf", "numeric PSPI scores")
+        nodes = {key: _dataset(f, key, path, kinds, expected) for key, (kinds, expected) in keys.items()}
+        for key, node in nodes.items():  # checked before any column is read
+            if node.shape[0] != n:
+                raise UNBCDataError(f"{path}: key {key!r} has {node.shape[0]} rows but 'index' has {n}")
+        index = np.asarray(index[()]).reshape(-1)
+        columns = {key: node[()] for key, node in nodes.items()}
 
     aus = np.stack([_label_column(columns[k]) for k in AU_KEYS], axis=1).astype(np.float32)
     aus[:, 5] = (aus[:, 5] > 0).astype(np.float32)  # AU43 (eyes closed) is binary
@@ -130,7 +158,7 @@ def read_annotations(path: Path, n_frames: int) -> tuple[pd.DataFrame, int]:
         pspi = _label_column(columns["label_pspi"]).astype(np.float32)
     else:
         pspi = aus[:, 0] + np.maximum(aus[:, 1], aus[:, 2]) + np.maximum(aus[:, 3], aus[:, 4]) + aus[:, 5]
-    subjects = np.array([s.decode() if isinstance(s, bytes) else str(s) for s in columns["subject_name"]])
+    subjects = np.array([_subject_text(s, path) for s in columns["subject_name"]])
 
     keep = (index >= 0) & (index <= n_frames - 1)
     # `order` is the annotation row: recording order, used by label-free references
@@ -140,6 +168,17 @@ def read_annotations(path: Path, n_frames: int) -> tuple[pd.DataFrame, int]:
         table[name] = aus[:, i]
     table["pspi"] = pspi
     return table[keep].reset_index(drop=True), int((~keep).sum())
+
+
+def _subject_text(value, path: Path) -> str:
+    if isinstance(value, np.ndarray):  # a row of a 2-D name array
+        raise UNBCDataError(f"{path}: key 'subject_name' must hold one name per annotation, got rows of {value.shape}")
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            raise UNBCDataError(f"{path}: key 'subject_name' holds {value[:20]!r}, which is not UTF-8 text") from None
+    return str(value)
 
 
 def _label_column(values: np.ndarray) -> np.ndarray:
@@ -155,22 +194,29 @@ def _label_column(values: np.ndarray) -> np.ndarray:
 def read_folds(path: Path, known_subjects: set[int]) -> list[Fold]:
     """The ``fold-k`` groups, validated against the subjects in the annotations."""
     folds = []
-    with h5py.File(path, "r") as f:
-        names = sorted((k for k in f.keys() if k.startswith("fold-")), key=lambda k: int(k.split("-")[1]))
-        if not names:
+    with _open_h5(path) as f:
+        numbered = {}
+        for key in f.keys():
+            if key.startswith("fold-"):
+                if not re.fullmatch(r"fold-\d{1,6}", key) or not isinstance(f[key], h5py.Group):
+                    raise UNBCDataError(f"{path}: {key!r} is not a fold group named fold-<k> (k = 0, 1, ...)")
+                numbered[int(key.split("-")[1])] = key
+        if not numbered:
             raise UNBCDataError(f"{path}: no 'fold-k' groups")
-        for name in names:
-            for key in ("train_subjects", "validation_subjects"):
-                if key not in f[name]:
-                    raise UNBCDataError(f"{path}: group {name!r} has no dataset {key!r}")
-            train = tuple(int(s) for s in f[name]["train_subjects"][()])
-            test = tuple(int(s) for s in f[name]["validation_subjects"][()])
+        for k, name in sorted(numbered.items()):
+            sides = [
+                _dataset(f[name], key, path, "iu", f"a 1-D array of integer subject numbers in group {name!r}")
+                for key in ("train_subjects", "validation_subjects")
+            ]
+            if any(side.ndim != 1 for side in sides):
+                raise UNBCDataError(f"{path}: group {name!r}: subject lists must be 1-D, got shapes {[s.shape for s in sides]}")
+            train, test = (tuple(int(s) for s in side[()]) for side in sides)
             unknown = sorted(set(train + test) - known_subjects)
             if unknown:
                 raise UNBCDataError(f"{path}: {name} names subjects {unknown} that have no annotations")
             if set(train) & set(test):
                 raise UNBCDataError(f"{path}: {name} has subjects on both sides: {sorted(set(train) & set(test))}")
-            folds.append(Fold(int(name.split("-")[1]), train, test))
+            folds.append(Fold(k, train, test))
     return folds
 
 
