@@ -26,6 +26,7 @@ CONTEXT_OFFSET = 15  # 345-row annotation files start 15 frames into the trial
 # with other names maps onto them with a bodypart map (ours=theirs).
 BODYPARTS = ("mouth", "L_frontpaw", "R_frontpaw", "L_hindpaw", "R_hindpaw", "tail_base")
 NUM_BODYPARTS = len(BODYPARTS)
+NUM_POSE_FEATURES = 18  # 8 edge lengths + 10 angles (affectlab.data.pose)
 
 # ------------------------------------------------------------------ models (§6)
 

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from affectlab.constants.mouse import BODYPARTS
+from affectlab.constants.mouse import BODYPARTS, NUM_POSE_FEATURES
 
 MOUTH, L_FRONT, R_FRONT, L_HIND, R_HIND, TAIL = range(6)
 
@@ -80,7 +80,7 @@ FEATURE_NAMES = tuple(
     [f"len:{_N[a]}-{_N[b]}" for a, b in EDGES]
     + [f"angle:{_N[a]}-{_N[v].upper()}-{_N[b]}" for a, v, b in ANGLES]
 )
-NUM_POSE_FEATURES = len(EDGES) + len(ANGLES)  # 18
+assert NUM_POSE_FEATURES == len(EDGES) + len(ANGLES)
 BODY_LENGTH_FLOOR = 0.25  # fraction of the median body length
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 from collections import defaultdict
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, f1_score
 
 from affectlab.constants.mouse import CLASS_NAMES, NUM_CLASSES
 from affectlab.metrics.segments import segmental_scores
@@ -45,6 +44,8 @@ def _none_if_nan(x: float) -> float | None:
 
 def frame_scores(y_true, y_pred) -> dict:
     """Accuracy, macro F1, per-class F1 (by name) and the 6x6 confusion matrix (rows: truth)."""
+    from sklearn.metrics import confusion_matrix, f1_score  # here: sklearn imports pandas
+
     y_true, y_pred = np.asarray(y_true).ravel(), np.asarray(y_pred).ravel()
     if y_true.shape != y_pred.shape:
         raise ValueError(f"{y_true.size} true labels but {y_pred.size} predictions")
