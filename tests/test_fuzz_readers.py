@@ -62,6 +62,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 TIMEOUT_S = 30.0  # per example: tiny inputs decode in milliseconds; this catches hangs, not slowness
+STARTUP_S = 300.0  # spawning the worker and importing the readers, once (and after a crash)
 MEMORY_BYTES = 6 << 30  # the worker's data limit: a header that claims gigabytes fails there, not the machine
 
 
@@ -89,13 +90,25 @@ def _documented(error: BaseException, allowed: tuple[type, ...]) -> bool:
     return type(error) in allowed or (isinstance(error, allowed) and type(error).__module__.startswith("affectlab."))
 
 
+_READER_MODULES = (
+    "affectlab.data.unbc", "affectlab.data.pain3d", "affectlab.data.audio", "affectlab.data.mead",
+    "affectlab.data.infant", "affectlab.data.safe_pickle", "affectlab.data.dlc", "affectlab.data.mouse",
+    "affectlab.data.mouse_windows", "affectlab.serving.images", "affectlab.serving.layer", "affectlab.serving.mouse",
+    "affectlab.train.loop", "starlette.requests", "scipy.signal",
+)  # fmt: skip
+
+
 def _worker(conn, memory_bytes: int) -> None:
+    import importlib
     import resource
 
-    resource.setrlimit(resource.RLIMIT_DATA, (memory_bytes, memory_bytes))
     import cv2
 
     cv2.setNumThreads(1)
+    for name in _READER_MODULES:  # imported before the first example, so its time bound is the reader's alone
+        importlib.import_module(name)
+    resource.setrlimit(resource.RLIMIT_DATA, (memory_bytes, memory_bytes))
+    conn.send("ready")
     while True:
         try:
             fn, args, allowed = conn.recv()
@@ -125,6 +138,8 @@ class Sandbox:
         self.proc = self.ctx.Process(target=_worker, args=(child, MEMORY_BYTES), daemon=True)
         self.proc.start()
         child.close()
+        if not self.conn.poll(STARTUP_S) or self.conn.recv() != "ready":
+            raise RuntimeError(f"the fuzzing worker did not start within {STARTUP_S:g} s")
 
     def close(self):
         if self.proc is not None:
@@ -429,6 +444,32 @@ def test_pain3d_split_csv(data, sandbox, pain3d_base, tmp_path_factory):
     with fresh_dir(tmp_path_factory.getbasetemp()) as d:
         split = _pain3d_case(data, pain3d_base, d, "csv")
         sandbox.check((Pain3DDataError,), _read_pain3d, str(d / "p3d"), split)
+
+
+def test_pain3d_split_csv_not_utf8_is_a_data_error(pain3d_base, tmp_path):
+    """Found: a split CSV saved as UTF-16 raised UnicodeDecodeError from the csv module."""
+    from affectlab.data.pain3d import SPLIT_CSV, Pain3DDataError, read_pain3d
+
+    root = shutil.copytree(pain3d_base, tmp_path / "p3d")
+    (root / SPLIT_CSV).write_bytes((root / SPLIT_CSV).read_text().encode("utf-16"))
+    with pytest.raises(Pain3DDataError, match=f"{SPLIT_CSV}: not UTF-8 text"):
+        read_pain3d(root, None, seed=0)
+    (root / SPLIT_CSV).write_bytes((pain3d_base / SPLIT_CSV).read_text().encode("utf-8-sig"))  # a BOM is fine
+    assert len(read_pain3d(root, None, seed=0)[0]) == 6
+
+
+@pytest.mark.parametrize("pspi", ["[3]", "NaN", '"x"'])
+def test_pain3d_unusable_pspi_is_a_data_error(pain3d_base, tmp_path, pspi):
+    """Seen reading the code the fuzzer exercises: a PSPI that is a list raised TypeError (it was
+    converted outside the error handling), and NaN/Infinity (valid in Python's JSON) became labels."""
+    from affectlab.data.pain3d import Pain3DDataError, read_pain3d
+
+    root = shutil.copytree(pain3d_base, tmp_path / "p3d")
+    target = sorted((root / "annotations").glob("*.json"))[0]
+    record = target.read_text()
+    target.write_text(record[: record.index('"PSPI": ')] + f'"PSPI": {pspi}}}')
+    with pytest.raises(Pain3DDataError, match=f"{target.name}: expected a JSON object with finite numbers"):
+        read_pain3d(root, None, seed=0)
 
 
 # ---------------------------------------------------------------------------- MP4 / AVI

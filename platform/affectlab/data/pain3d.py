@@ -60,13 +60,7 @@ def read_pain3d(data_dir: str | Path, split_csv: str | Path | None, seed: int) -
 
     labels = {}
     for path in sorted(ann_dir.glob("*_annotations.json")):
-        try:
-            record = json.loads(path.read_text())
-            aus = [float(record[name]) for name in AU_NAMES]
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise Pain3DDataError(f"{path}: expected JSON with integer keys {list(AU_NAMES)} ({e})") from e
-        aus[5] = float(aus[5] > 0)
-        pspi = float(record["PSPI"]) if "PSPI" in record else aus[0] + max(aus[1], aus[2]) + max(aus[3], aus[4]) + aus[5]
+        aus, pspi = _read_annotation(path)
         labels[path.name[: -len("_annotations.json")]] = (aus, pspi)
     if not labels:
         raise Pain3DDataError(f"no *_annotations.json files in {ann_dir}")
@@ -98,16 +92,40 @@ def read_pain3d(data_dir: str | Path, split_csv: str | Path | None, seed: int) -
     return table, paths
 
 
+def _read_annotation(path: Path) -> tuple[list[float], float]:
+    """(six AUs with AU43 binarised, PSPI) of one ``*_annotations.json``; PSPI computed when absent."""
+    expected = f"expected a JSON object with finite numbers under {list(AU_NAMES)} (and optionally PSPI)"
+    try:
+        record = json.loads(path.read_bytes())
+        if not isinstance(record, dict):
+            raise TypeError(f"the JSON is a {type(record).__name__}")
+        aus = [float(record[name]) for name in AU_NAMES]
+        pspi = float(record["PSPI"]) if "PSPI" in record else None
+    except (KeyError, TypeError, ValueError) as e:  # ValueError: also JSONDecodeError, UnicodeDecodeError
+        raise Pain3DDataError(f"{path}: {expected} ({type(e).__name__}: {e})") from None
+    if not np.isfinite(aus + [0.0 if pspi is None else pspi]).all():
+        raise Pain3DDataError(f"{path}: {expected} (got NaN or infinity)")
+    aus[5] = float(aus[5] > 0)
+    if pspi is None:
+        pspi = aus[0] + max(aus[1], aus[2]) + max(aus[3], aus[4]) + aus[5]
+    return aus, pspi
+
+
 def _read_split_csv(path: Path) -> dict[str, str]:
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or not {"annotation_base_name", "split"} <= set(reader.fieldnames):
-            raise Pain3DDataError(f"{path}: expected columns annotation_base_name,split")
-        out = {}
-        for line, row in enumerate(reader, start=2):
-            if row["split"] not in ("0", "1", "2"):
-                raise Pain3DDataError(f"{path}:{line}: split must be 0, 1 or 2, got {row['split']!r}")
-            out[row["annotation_base_name"]] = _SPLITS[int(row["split"])]
+    out = {}
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # a spreadsheet re-save adds a BOM
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or not {"annotation_base_name", "split"} <= set(reader.fieldnames):
+                raise Pain3DDataError(f"{path}: expected columns annotation_base_name,split")
+            for line, row in enumerate(reader, start=2):
+                if row["split"] not in ("0", "1", "2"):
+                    raise Pain3DDataError(f"{path}:{line}: split must be 0, 1 or 2, got {row['split']!r}")
+                out[row["annotation_base_name"]] = _SPLITS[int(row["split"])]
+    except UnicodeDecodeError as e:
+        raise Pain3DDataError(f"{path}: not UTF-8 text ({e}); expected the CSV annotation_base_name,split") from None
+    except csv.Error as e:
+        raise Pain3DDataError(f"{path}: not a readable CSV ({e})") from None
     return out
 
 
