@@ -231,6 +231,7 @@ def _evaluation_outputs(output: Path, eval_dir: Path, metrics: dict, cfg, flame_
 
     import numpy as np
 
+    from affectlab.metrics.probtalk3d_eval import TEST_KEYS
     from affectlab.report.probtalk3d import write_evaluation_report
     from affectlab.workloads.probtalk3d_eval import EVALUATION_FILE, REPORT_ARRAYS_FILE
 
@@ -253,7 +254,7 @@ def _evaluation_outputs(output: Path, eval_dir: Path, metrics: dict, cfg, flame_
 
     print(f"\ntest sentences: {evaluation['n_test_sequences']} (seen identities, unseen sentences)")
     print(f"{'metric':<22}{'model':>12}{'baseline':>12}")
-    for key in test:
+    for key in TEST_KEYS:
         print(f"{key:<22}{test[key]:>12.4g}{base[key]:>12.4g}")
     print(f"LVE {100 * (1 - test['lve'] / base['lve']):.1f}% below the mean-motion baseline; "
           f"jaw-envelope Pearson {test['jaw_envelope_pearson']:.3f} (baseline {base['jaw_envelope_pearson']:.3f})")  # fmt: skip
