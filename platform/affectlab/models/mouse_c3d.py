@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn as nn
 
-NUM_CLASSES = 6
+from affectlab.constants.mouse import NUM_CLASSES
 
 
 @dataclass(frozen=True)

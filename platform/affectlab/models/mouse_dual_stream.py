@@ -15,11 +15,10 @@ import math
 import torch
 import torch.nn as nn
 
-from affectlab.data.pose import NUM_POSE_FEATURES
+from affectlab.constants.mouse import NUM_CLASSES, NUM_POSE_FEATURES
 from affectlab.models.mouse_c3d import C3D_LIGHT, C3DTrunk
 from affectlab.models.mouse_multitask import pose_velocity
 
-NUM_CLASSES = 6
 
 
 def sinusoidal_positions(length: int, dim: int, device=None) -> torch.Tensor:

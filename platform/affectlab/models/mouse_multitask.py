@@ -22,9 +22,8 @@ import timm
 import torch
 import torch.nn as nn
 
-from affectlab.data.pose import NUM_POSE_FEATURES
-
-NUM_CLASSES, NUM_KEYPOINTS = 6, 6
+from affectlab.constants.mouse import NUM_BODYPARTS as NUM_KEYPOINTS
+from affectlab.constants.mouse import NUM_CLASSES, NUM_POSE_FEATURES
 
 
 class GroupNorm4(nn.GroupNorm):

@@ -35,7 +35,8 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBearer
 from ray import serve
 from starlette.concurrency import run_in_threadpool
-from starlette.formparsers import MultiPartParser
+from python_multipart.exceptions import DecodeError, MultipartParseError, QuerystringParseError
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 import affectlab
 from affectlab.serving.registry import ModelEntry, ModelRegistry, UnknownModel
@@ -68,6 +69,20 @@ class BadInput(Exception):
 
 
 @dataclass(frozen=True)
+class ServerFault:
+    """One item of a batch that failed on the server's side, the others still answered: the
+    predictor logged its traceback under ``request_id``; the client gets a 500 with the id."""
+
+    request_id: str
+
+
+def server_fault(request_id: str, doing: str) -> ServerFault:
+    """For a predictor's ``except`` block: log the exception being handled under the id."""
+    logger.exception("request %s: failed while %s", request_id, doing)
+    return ServerFault(request_id)
+
+
+@dataclass(frozen=True)
 class Binary:
     """A response body that is not JSON (``.npy``, ``.npz``, ``.mp4``, ``.gif``): a predictor's
     ``encode`` may return one; it is sent as a download with its media type."""
@@ -94,7 +109,7 @@ class Predictor(Protocol):
 
     def decode(self, payload: "Payload", entry: ModelEntry) -> Any: ...  # raise BadInput for bad requests
 
-    def predict_batch(self, model: Any, inputs: list) -> list: ...  # an item may be a BadInput (that request's 4xx)
+    def predict_batch(self, model: Any, inputs: list) -> list: ...  # an item may be a BadInput (its 4xx) or a ServerFault
 
     def encode(self, output: Any) -> "dict | Binary": ...  # JSON-ready, or a binary body
 
@@ -203,7 +218,7 @@ async def read_payload(request: Request, max_bytes: int, raw_field: str = "image
     if kind == "multipart/form-data":
         try:
             form = await MultiPartParser(request.headers, _replay(body), max_files=MAX_FILES, max_fields=MAX_FILES).parse()
-        except Exception as e:  # starlette and python-multipart each raise their own types
+        except (MultiPartException, MultipartParseError, DecodeError, QuerystringParseError) as e:  # the client's fault
             raise BadInput(400, f"malformed multipart body ({e})") from None
         fields: dict[str, list] = {}
         for name, value in form.multi_items():
@@ -249,7 +264,7 @@ class ModelServer:
         self.batch_sizes[len(inputs)] += 1
         # off the event loop, so health checks and stats still answer during a forward pass
         outputs = await asyncio.to_thread(self.predictor.predict_batch, model, inputs)
-        return [o if isinstance(o, BadInput) else self.predictor.encode(o) for o in outputs]
+        return [o if isinstance(o, (BadInput, ServerFault)) else self.predictor.encode(o) for o in outputs]
 
     def stats(self) -> dict:
         """This replica's batches, counted by size: proof that batching happened."""
@@ -332,6 +347,8 @@ def make_ingress(predictor: Predictor):
                 return internal_error(getattr(e, "cause", None) or e, f"model {entry.model_id}")
             if isinstance(result, BadInput):  # found only while predicting (e.g. a video truncated midway)
                 raise result
+            if isinstance(result, ServerFault):
+                return _fault_response(result.request_id)
             return result.response() if isinstance(result, Binary) else result
 
     return Ingress
@@ -342,6 +359,10 @@ def internal_error(exc: BaseException, where: str) -> JSONResponse:
     (no exception text, no paths)."""
     request_id = uuid.uuid4().hex[:12]
     logger.error("request %s: %s failed", request_id, where, exc_info=(type(exc), exc, exc.__traceback__))
+    return _fault_response(request_id)
+
+
+def _fault_response(request_id: str) -> JSONResponse:
     return JSONResponse({"detail": "internal server error", "request_id": request_id}, status_code=500)
 
 

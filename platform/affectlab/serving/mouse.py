@@ -31,8 +31,8 @@ made here:
   is multi-animal, malformed, holds pickled objects or has the wrong number of rows. A
   fault of the server (a full disk, a failing model) is a 500 whose body carries only a
   request id, the traceback being in the server log under it: the layer's answer for
-  faults while decoding, ``server_fault`` for a video whose model run fails (one item of a
-  batch, so the videos batched with it still get their answers).
+  faults while decoding, a ``ServerFault`` item for a video whose model run fails (one item
+  of a batch, so the videos batched with it still get their answers).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ from affectlab.data.pose import interpolate_low_likelihood
 from affectlab.metrics.mouse import apply_thresholds, stitch_trials
 from affectlab.models.mouse import build_mouse_model
 from affectlab.metrics.segments import segments
-from affectlab.serving.layer import BadInput, Payload, build_app
+from affectlab.serving.layer import BadInput, Payload, build_app, server_fault
 from affectlab.serving.registry import Member, ModelEntry, load_members
 
 logger = logging.getLogger("ray.serve")
@@ -310,14 +310,6 @@ class MousePredictor:
         points, missing = interpolate_low_likelihood(xy, likelihood, float(entry.config.get("min_likelihood", 0.9)))
         pose = "given" if entry.config.get("model") in POSE_MODELS else "unused"
         return MouseInput(video, n_frames, fps, size, points, missing.astype(np.float32), pose, request_id)
-
-
-def server_fault(request_id: str, doing: str) -> BadInput:
-    """A 500 for the exception being handled, as one item of a batch (the others still get
-    their answers): its traceback goes to the server log under ``request_id``; the client
-    gets the id only, never a path or the exception's text."""
-    logger.exception("mouse request %s: failed while %s", request_id, doing)
-    return BadInput(500, f"internal server error; request_id {request_id}")
 
 
 def probe_video(path: Path) -> tuple[int, float, tuple[int, int]]:
