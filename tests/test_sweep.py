@@ -51,11 +51,12 @@ def _executions(output: Path) -> list[dict]:
 
 def test_sweep_avoids_a_learning_rate_that_cannot_learn(cluster, unbc_dir, tmp_path):
     """lr 1e-9 cannot move the weights; Optuna (seed 9) proposes 1e-3 for the first two
-    trials and 1e-9 for the last two, which ASHA should stop after their first epoch."""
+    trials and 1e-9 for the last two, which ASHA should stop early. Four epochs: the tiny
+    model on these subjects needs three to move its validation Pearson off noise."""
     space = parse_space(
         f"""
 workload: pain
-fixed: {{{TINY_FIXED.replace("batch_size: 16", "batch_size: 8")}}}
+fixed: {{{TINY_FIXED.replace("batch_size: 16", "batch_size: 8").replace("epochs: 2", "epochs: 4")}}}
 params:
   lr: {{distribution: choice, values: [1e-9, 1e-3]}}
   dropout: {{distribution: uniform, low: 0.0, high: 0.3}}
@@ -79,8 +80,8 @@ params:
 
     # ASHA stopped some trials before their last epoch: fewer reports, no final checkpoint.
     stopped = trials[trials["status"] == "EARLY_STOPPED"]
-    assert len(stopped) >= 1 and (stopped["reports"] < 3).all()
-    assert (trials.loc[trials["status"] == "COMPLETED", "reports"] == 3).all()  # 2 epochs + final
+    assert len(stopped) >= 1 and (stopped["reports"] < 5).all()
+    assert (trials.loc[trials["status"] == "COMPLETED", "reports"] == 5).all()  # 4 epochs + final
 
     # Trials ran concurrently (max_concurrent=2): some time spans overlap, never more than 2.
     spans = trials[["started_at", "ended_at"]].to_numpy()
