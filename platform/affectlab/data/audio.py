@@ -34,12 +34,16 @@ from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import urlparse
 
 import numpy as np
-import soundfile as sf
 
 if TYPE_CHECKING:
     from transformers import Wav2Vec2FeatureExtractor
 
 SAMPLE_RATE = 16000
+# Sample rates a WAV may declare: real recordings lie in 4-384 kHz. A header outside that range,
+# or a rate whose exact ratio to the target needs a huge polyphase filter (e.g. 1000003 Hz: a
+# 20-million-tap filter), is refused before decoding, so a hostile header cannot stall a worker.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 4000, 384000
+MAX_RATIO_TERM = 50000  # every standard rate reduces to terms <= 441 against 16 kHz
 WAV_FORMATS = ("WAV", "WAVEX", "RF64")  # libsndfile's names for RIFF/WAVE files
 HUBERT_BASE = "facebook/hubert-base-ls960"
 
@@ -80,6 +84,8 @@ def read_wav(
     if total == 0:
         raise AudioError(f"{label}: empty file (0 bytes); expected a WAV file")
 
+    import soundfile as sf  # here, not at import: log_mel and the envelope need no libsndfile
+
     with opener() as fh:
         _check_not_truncated(fh, total, label)
         fh.seek(0)
@@ -92,6 +98,7 @@ def read_wav(
             if sound.format not in WAV_FORMATS:
                 raise AudioError(f"{label}: is {sound.format} audio; expected a WAV file")
             sr, n = sound.samplerate, sound.frames
+            _check_rate(sr, target_sr, label)
             if n == 0:
                 raise AudioError(f"{label}: holds no audio samples")
             if max_seconds is not None and n / sr > max_seconds:
@@ -106,6 +113,17 @@ def read_wav(
     if peak > 1.0:  # only float WAVs can exceed full scale
         mono = mono / peak
     return np.clip(resample(mono, sr, target_sr), -1.0, 1.0).astype(np.float32)
+
+
+def _check_rate(sr: int, target_sr: int, label: str) -> None:
+    if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
+        raise AudioError(f"{label}: sample rate {sr} Hz is outside {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz")
+    g = math.gcd(int(sr), int(target_sr))
+    if max(sr, target_sr) // g > MAX_RATIO_TERM:
+        raise AudioError(
+            f"{label}: sample rate {sr} Hz has no short exact ratio to {target_sr} Hz ({target_sr // g}/{sr // g}); "
+            "convert the file to a standard rate (e.g. 16000, 44100 or 48000 Hz)"
+        )
 
 
 def _check_not_truncated(fh: BinaryIO, total: int, label: str) -> None:
