@@ -58,7 +58,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 TIMEOUT_S = 30.0  # per example: tiny inputs decode in milliseconds; this catches hangs, not slowness
@@ -168,6 +168,7 @@ class Sandbox:
         if kind == "other":
             names = ", ".join(a.__name__ for a in allowed)
             raise AssertionError(f"{fn.__name__} raised an undocumented exception (documented: {names}):\n{text}")
+        event("read" if kind == "ok" else text.split(":", 1)[0])  # --hypothesis-show-statistics: outcomes per test
         return "ok" if kind == "ok" else text
 
 
@@ -204,7 +205,10 @@ _TOKENS = (
     ",", "\n", "\r\n", '"', "'", "\x00", "{", "}", "[", "]", ":", ";", "\t", " ", "\ufeff", "é", "\u2028",
     "NaN", "-1", "1e400", "-Infinity", "null", "true", "99999999999999999999999", "0x10", "", "=cmd|' /C calc'!A0",
 )  # fmt: skip
-_TEXT_OPS = ("insert_token", "insert_text", "delete", "replace_char", "delete_line", "duplicate_line", "swap_lines", "number")
+_CELL_TOKENS = ("", "NaN", "-1", "1e400", "-inf", "99999999999999999999999", "0x10", " 1 ", "True", "1_0", '"2"', "é")
+_TEXT_OPS = ("insert_token", "insert_text", "delete", "replace_char", "delete_line", "duplicate_line", "swap_lines",
+             "number", "cell")  # fmt: skip
+_CSV_OPS = _TEXT_OPS + ("cell",) * 8  # a CSV reader's most telling input: one odd cell in an otherwise good table
 
 
 @st.composite
@@ -214,7 +218,8 @@ def mutated_bytes(draw, data: bytes, max_ops: int = 4) -> bytes:
     for _ in range(draw(st.integers(1, max_ops))):
         op = draw(st.sampled_from(_BYTE_OPS)) if out else "insert"
         n = len(out)
-        at = draw(st.integers(0, max(0, n - 1)))
+        # half the edits land in the first 64 bytes: where most formats keep their header fields
+        at = draw(st.one_of(st.integers(0, max(0, min(n, 64) - 1)), st.integers(0, max(0, n - 1))))
         if op == "flip":
             out[at] ^= draw(st.integers(1, 255))
         elif op == "truncate":
@@ -237,13 +242,13 @@ def mutated_bytes(draw, data: bytes, max_ops: int = 4) -> bytes:
 
 
 @st.composite
-def mutated_text(draw, text: str, max_ops: int = 4) -> bytes:
+def mutated_text(draw, text: str, max_ops: int = 4, ops: tuple[str, ...] = _TEXT_OPS) -> bytes:
     """``text`` after 1..``max_ops`` text edits, encoded (mostly UTF-8), then maybe byte edits."""
     import re
 
     s = text
     for _ in range(draw(st.integers(1, max_ops))):
-        op = draw(st.sampled_from(_TEXT_OPS))
+        op = draw(st.sampled_from(ops))
         at = draw(st.integers(0, len(s)))
         lines = s.split("\n")
         if op == "insert_token":
@@ -264,6 +269,12 @@ def mutated_text(draw, text: str, max_ops: int = 4) -> bytes:
                 j = draw(st.integers(0, len(lines) - 1))
                 lines[i], lines[j] = lines[j], lines[i]
             s = "\n".join(lines)
+        elif op == "cell":  # one comma-separated cell of one line becomes a boundary token
+            i = draw(st.integers(0, len(lines) - 1))
+            cells = lines[i].split(",")
+            cells[draw(st.integers(0, len(cells) - 1))] = draw(st.sampled_from(_CELL_TOKENS))
+            lines[i] = ",".join(cells)
+            s = "\n".join(lines)
         else:  # number: one numeric token becomes a boundary token
             numbers = list(re.finditer(r"-?\d+(\.\d+)?", s))
             if numbers:
@@ -274,6 +285,22 @@ def mutated_text(draw, text: str, max_ops: int = 4) -> bytes:
     if draw(st.integers(0, 3)) == 0:
         raw = draw(mutated_bytes(raw, max_ops=2))
     return raw
+
+
+@st.composite
+def edited_cells(draw, text: str, max_edits: int = 2) -> bytes:
+    """A CSV ``text`` with 1..``max_edits`` cells replaced by boundary tokens, otherwise intact (UTF-8)."""
+    lines = text.split("\n")
+    for _ in range(draw(st.integers(1, max_edits))):
+        i = draw(st.integers(0, max(0, len(lines) - 2)))  # the last line is the empty one after the final newline
+        cells = lines[i].split(",")
+        cells[draw(st.integers(0, len(cells) - 1))] = draw(st.sampled_from(_CELL_TOKENS))
+        lines[i] = ",".join(cells)
+    return "\n".join(lines).encode()
+
+
+def csv_mutations(text: str) -> st.SearchStrategy[bytes]:
+    return st.one_of(edited_cells(text), mutated_text(text, ops=_CSV_OPS))
 
 
 # ---------------------------------------------------------------------------- UNBC HDF5
@@ -422,7 +449,8 @@ def _pain3d_case(data, base: Path, d: Path, which: str) -> str | None:
         target = data.draw(st.sampled_from(sorted((root / "annotations").glob("*.json"))), label="annotation")
     else:
         target = root / SPLIT_CSV
-    target.write_bytes(data.draw(mutated_text(target.read_text()), label="bytes"))
+    text = target.read_text()
+    target.write_bytes(data.draw(mutated_text(text) if which == "json" else csv_mutations(text), label="bytes"))
     return str(target) if which == "csv" and data.draw(st.booleans(), label="csv given") else None
 
 
@@ -598,7 +626,7 @@ def test_dlc_csv(data, sandbox, dlc_base, tmp_path_factory):
 
     with fresh_dir(tmp_path_factory.getbasetemp()) as d:
         path = d / "videoDLC_resnet50.csv"
-        path.write_bytes(data.draw(mutated_text(dlc_base["pose.csv"].decode()), label="bytes"))
+        path.write_bytes(data.draw(csv_mutations(dlc_base["pose.csv"].decode()), label="bytes"))
         sandbox.check((MouseDataError,), _read_dlc, str(path))
 
 
@@ -637,14 +665,42 @@ def wav_base() -> Samples:
     return out
 
 
+_WAV_FIELDS = {"channels": (22, 2), "sample rate": (24, 4), "byte rate": (28, 4), "block align": (32, 2),
+               "bits per sample": (34, 2), "data size": (40, 4)}  # offset, width in a canonical 44-byte header  # fmt: skip
+
+
+@st.composite
+def wav_header_edits(draw, raw: bytes) -> bytes:
+    """One field of the canonical WAV header set to a boundary or random value."""
+    offset, width = _WAV_FIELDS[draw(st.sampled_from(sorted(_WAV_FIELDS)), label="field")]
+    top = (1 << (8 * width)) - 1
+    value = draw(st.one_of(st.sampled_from((0, 1, 2, 3, 7, 8000, 16001, 96001, 1_000_003, top >> 1, top)), st.integers(0, top)))
+    return raw[:offset] + min(value, top).to_bytes(width, "little") + raw[offset + width :]
+
+
 @fuzz(100)
 @given(data=st.data())
 def test_wav(data, sandbox, wav_base):
     from affectlab.data.audio import AudioError
 
     base = data.draw(st.sampled_from(sorted(wav_base)), label="base")
-    raw = data.draw(mutated_bytes(wav_base[base]), label="bytes")
+    raw = data.draw(st.one_of(mutated_bytes(wav_base[base]), wav_header_edits(wav_base[base])), label="bytes")
     sandbox.check((AudioError,), _read_wav, raw, data.draw(st.sampled_from((None, 1.0)), label="max_seconds"))
+
+
+@pytest.mark.parametrize("rate", [1, 3999, 384001, 2**31 - 1, 96001, 1_000_003])
+def test_wav_absurd_sample_rate_is_refused_before_decoding(wav_base, rate):
+    """Seen probing header fields: a sample rate of 2^31-1 Hz raised MemoryError (a 320 GiB
+    filter), 1000003 Hz stalled ~20 s designing a 20-million-tap filter for 160 samples, and
+    1 Hz turned 160 samples into 2.5 million."""
+    from affectlab.data.audio import AudioError, read_wav
+
+    raw = wav_base["8000Hz-1ch-PCM_16"]
+    edited = raw[:24] + rate.to_bytes(4, "little") + raw[28:]
+    with pytest.raises(AudioError, match=f"<WAV bytes>: sample rate {rate} Hz"):
+        read_wav(edited)
+    for standard in (8000, 11025, 22050, 44100, 48000, 96000, 192000):  # still read, each by its exact ratio
+        assert read_wav(raw[:24] + standard.to_bytes(4, "little") + raw[28:]).dtype == np.float32
 
 
 # ---------------------------------------------------------------------------- 3DMEAD .npy + .wav
