@@ -758,6 +758,39 @@ def test_mead_discover_headers(data, sandbox, mead_base, tmp_path_factory):
         sandbox.check((MeadDataError,), _mead_discover, str(d))
 
 
+def _npy_with_header(header: str, payload: bytes = b"") -> bytes:
+    head = header.encode("latin1")
+    head += b" " * (-(10 + len(head) + 1) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(head).to_bytes(2, "little") + head + payload
+
+
+def test_mead_unreadable_params_are_data_errors(mead_base, tmp_path):
+    """Found: an object-dtype header raised numpy's ValueError ('contains pickled data'), a NUL
+    in the header dict raised SyntaxError and an unterminated one tokenize.TokenError; a header
+    that declares 10^10 frames raised MemoryError (14.7 TiB): now refused before any allocation."""
+    from affectlab.constants import probtalk3d as C
+    from affectlab.data.mead import MeadDataError, discover_mead, read_sequence
+
+    wav = tmp_path / "M003_001_0_0.wav"
+    wav.write_bytes(mead_base["wav"])
+    npy = tmp_path / "M003_001_0_0.npy"
+    cases = {
+        "holds Python objects": _npy_with_header("{'descr': '|O', 'fortran_order': False, 'shape': (1, 3, 403), }", b"\x80\x04N."),
+        "not a readable .npy array": _npy_with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (1,\x00 3, 403), }"),
+        "not a readable .npy array ": _npy_with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 3, 403"),
+        "truncated: the header declares": _npy_with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 10000000000, 403), }"),
+    }
+    for message, raw in cases.items():
+        npy.write_bytes(raw)
+        with pytest.raises(MeadDataError, match=f"{npy.name}: {message.strip()}"):
+            read_sequence(npy, wav)
+    root = tmp_path / "datasets"  # discovery reads headers only: an unreadable one is a corrupt sample, skipped later
+    for sub, name, raw in ((C.PARAM_DIR, "M003_001_0_0.npy", cases["not a readable .npy array"]), (C.WAV_DIR, "M003_001_0_0.wav", mead_base["wav"])):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+        (root / sub / name).write_bytes(raw)
+    assert discover_mead(root).sequences[0].n_frames == 0
+
+
 # ---------------------------------------------------------------------------- infant .npz/.npy/.pkl
 
 

@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
+import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -163,13 +165,39 @@ def _datasets_dir(root: str | Path) -> Path:
 def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype] | None:
     """(shape, dtype) from a .npy header without reading the data; None if unreadable."""
     try:
+        return _read_npy_header(path)[:2]
+    except MeadDataError:
+        return None
+
+
+def _read_npy_header(path: str | Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, bytes after the header) of a .npy file; ``MeadDataError`` if it has no valid header."""
+    try:
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
+            if version not in ((1, 0), (2, 0), (3, 0)):
+                raise ValueError(f"unknown .npy format version {version}")
             reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             shape, _, dtype = reader(f)
-    except (ValueError, OSError, EOFError):
-        return None
-    return tuple(shape), dtype
+            payload = os.fstat(f.fileno()).st_size - f.tell()
+    except (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError) as error:  # numpy parses the header as Python
+        raise MeadDataError(f"{path}: not a readable .npy array ({error})") from None
+    return tuple(shape), dtype, payload
+
+
+def _load_npy(path: str | Path) -> np.ndarray:
+    """A numeric .npy array; its header is checked against the file size first, so a corrupt or
+    hostile header is a ``MeadDataError``, never a huge allocation, and object arrays are refused."""
+    shape, dtype, payload = _read_npy_header(path)
+    if dtype.hasobject:
+        raise MeadDataError(f"{path}: holds Python objects (a pickle); expected a numeric array")
+    declared = math.prod(shape) * dtype.itemsize
+    if declared > payload:
+        raise MeadDataError(f"{path}: truncated: the header declares {shape} {dtype} ({declared} bytes), {payload} are present")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise MeadDataError(f"{path}: not a readable .npy array ({error})") from None
 
 
 def read_region(path: str | Path) -> np.ndarray:
@@ -189,7 +217,7 @@ def read_region(path: str | Path) -> np.ndarray:
 
 def read_zero_pose(path: str | Path) -> np.ndarray:
     """``flame_zero_pose.npy``: (5023, 3) float32 vertices (metres)."""
-    return _vertices(np.load(path, allow_pickle=False), path)
+    return _vertices(_load_npy(path), path)
 
 
 def read_templates(path: str | Path) -> dict[str, np.ndarray]:
@@ -295,7 +323,7 @@ def read_sequence(param_path: str | Path, wav_path: str | Path, *, mel_per_frame
     Motion and audio are cut to the frames both cover (ProbTalk3D truncates whichever is
     longer). Raises ``MeadDataError``/``AudioError`` for a sample that cannot be used.
     """
-    params = np.load(param_path, allow_pickle=False)
+    params = _load_npy(param_path)
     if params.ndim != 3 or params.shape[0] != 1 or params.shape[2] != C.PARAM_DIM:
         raise MeadDataError(f"{param_path}: array of shape {params.shape}; expected (1, T, {C.PARAM_DIM})")
     if not np.isfinite(params).all():
