@@ -861,6 +861,33 @@ def test_infant_pickles(data, sandbox, infant_base, tmp_path_factory):
         sandbox.check((InfantDataError, UnsafePickleError), _infact, str(d / "clips.pkl"), kind)
 
 
+def test_infant_corrupt_files_are_data_errors_naming_them(infant_base, tmp_path):
+    """Found: an .npz whose first byte changed (``QK\\x03\\x04``) raised numpy's ValueError 'contains
+    pickled data', and a pkl with a bad first opcode the unpickler's plain ValueError."""
+    from affectlab.data.infant import InfantDataError, read_generated_samples, read_infact, read_pose_dataset
+
+    npz = tmp_path / "generated.npz"
+    npz.write_bytes(b"Q" + infant_base["generated.npz"][1:])
+    with pytest.raises(InfantDataError, match="generated.npz: not a readable generated-samples file"):
+        read_generated_samples(npz)
+    npz.write_bytes(infant_base["generated.npz"][:300])
+    with pytest.raises(InfantDataError, match="generated.npz"):
+        read_generated_samples(npz)
+    pkl = tmp_path / "clips.pkl"
+    pkl.write_bytes(b"\x81" + infant_base["primitive.pkl/2"][1:])
+    with pytest.raises(InfantDataError, match="clips.pkl: not a readable InfAct pkl"):
+        read_infact(pkl, "primitive")
+    pkl.write_bytes(infant_base["pose_dataset.pkl/5"][:-40])
+    with pytest.raises(InfantDataError, match="clips.pkl: not a readable PoseDataset pickle"):
+        read_pose_dataset(pkl)
+    assert len(read_generated_samples(_write(tmp_path / "ok.npz", infant_base["generated.npz"]))) == 2
+
+
+def _write(path: Path, raw: bytes) -> Path:
+    path.write_bytes(raw)
+    return path
+
+
 # ---------------------------------------------------------------------------- pkl (restricted unpickler)
 
 

@@ -31,6 +31,8 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import zipfile
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +42,7 @@ import numpy as np
 from sklearn.model_selection import GroupKFold, GroupShuffleSplit
 
 from affectlab.constants.infant import CLASSES, INFACT_FILES, LABEL_KEYS, NUM_SMPL_JOINTS
-from affectlab.data.safe_pickle import load_pickle
+from affectlab.data.safe_pickle import UnsafePickleError, load_pickle
 
 SUBJECT_PATTERN = r"^(D\d+)[_\-]"  # "D07_clip12" -> subject "D07"
 POSE_REPS = {"rotvec": 3, "rotmat": 9, "rot6d": 6, "xyz": 3}
@@ -90,6 +92,17 @@ class InfantSplit:
 # ---------------------------------------------------------------------------- InfAct pkls
 
 
+def _load(path: Path, what: str) -> Any:
+    """``load_pickle`` of an infant file: a refused global stays an ``UnsafePickleError``; a
+    truncated or corrupt pickle is an ``InfantDataError`` naming the file."""
+    try:
+        return load_pickle(path)
+    except UnsafePickleError:
+        raise
+    except ValueError as error:
+        raise InfantDataError(f"{path}: not a readable {what} ({str(error).split(': ', 1)[-1]})") from None
+
+
 def infact_paths(data_dir: str | Path, dataset: str) -> dict[str, Path]:
     """The train and test pkls of ``dataset`` under ``data_dir``, in the original layout."""
     files = INFACT_FILES.get(dataset)
@@ -109,7 +122,7 @@ def read_infact(path: str | Path, dataset: str, subject_pattern: str = SUBJECT_P
     path = Path(path)
     if not path.is_file():
         raise InfantDataError(f"missing infant pkl {path}")
-    data = load_pickle(path)
+    data = _load(path, "InfAct pkl")
     if not isinstance(data, list):
         raise InfantDataError(f"{path}: expected a list of clip dicts (reference §1.2), got {type(data).__name__}")
     label_key, index = LABEL_KEYS[dataset], {name: i for i, name in enumerate(CLASSES[dataset])}
@@ -165,7 +178,7 @@ def as_keypoint(value: Any, n_frames: int | None = None) -> np.ndarray:
 def _float_array(value: Any, name: str) -> np.ndarray:
     try:
         a = np.asarray(value, dtype=np.float32)
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, OverflowError) as error:
         raise ValueError(f"{name} is not a numeric array ({error})") from None
     if not np.isfinite(a).all():
         raise ValueError(f"{name} holds {int((~np.isfinite(a)).sum())} NaN/inf values")
@@ -201,7 +214,7 @@ def read_pose_dataset(
     path = Path(path)
     if not path.is_file():
         raise InfantDataError(f"missing PoseDataset pickle {path}")
-    data = load_pickle(path)
+    data = _load(path, "PoseDataset pickle")
     if not isinstance(data, dict) or "split" not in data or "annotations" not in data:
         raise InfantDataError(f"{path}: expected a dict with keys 'split' and 'annotations' (MMAction2 PoseDataset)")
     if not isinstance(data["split"], dict) or not isinstance(data["annotations"], list):
@@ -487,27 +500,49 @@ def append_generated_samples(path: str | Path, samples: GeneratedSamples) -> int
 
 def read_generated_samples(path: str | Path) -> GeneratedSamples:
     """Read affectlab's ``.npz`` or the original's ``generated_samples.npy`` (a pickled dict,
-    through the restricted unpickler; nothing in it is run)."""
+    through the restricted unpickler; nothing in it is run). A truncated or corrupt file is an
+    ``InfantDataError`` naming it."""
     path = Path(path)
     if not path.is_file():
         raise InfantDataError(f"missing generated-samples file {path}")
     with open(path, "rb") as f:
         magic = f.read(6)
-    if magic == b"\x93NUMPY":
-        return _read_original_npy(path)
+    try:
+        return _read_original_npy(path) if magic == b"\x93NUMPY" else _read_npz(path)
+    except (InfantDataError, UnsafePickleError):
+        raise
+    except (ValueError, TypeError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error, NotImplementedError) as error:
+        # numpy, zipfile and zlib's ways of saying truncated or corrupt, and arrays of the wrong kind
+        raise InfantDataError(f"{path}: not a readable generated-samples file ({type(error).__name__}: {error})") from None
+
+
+_NPZ_ARRAYS = {"pose": 3, "keypoint": 3, "lengths": 1, "y": 1, "epoch_idx": 1, "score": 1, "feat": 2}  # name: ndim
+
+
+def _read_npz(path: Path) -> GeneratedSamples:
     with np.load(path, allow_pickle=False) as z:
         missing = {"pose", "keypoint", "lengths", "y", "epoch_idx"} - set(z.files)
         if missing:
             raise InfantDataError(f"{path}: missing arrays {sorted(missing)}")
-        cuts = np.cumsum(z["lengths"])[:-1]
-        return GeneratedSamples(
-            list(np.split(z["pose"], cuts)) if len(z["lengths"]) else [],
-            list(np.split(z["keypoint"], cuts)) if len(z["lengths"]) else [],
-            z["y"],
-            z["epoch_idx"],
-            z["score"] if "score" in z.files else None,
-            z["feat"] if "feat" in z.files else None,
+        arrays = {name: z[name] for name in _NPZ_ARRAYS if name in z.files}
+    for name, array in arrays.items():
+        if array.ndim != _NPZ_ARRAYS[name] or array.dtype.kind not in "biuf":
+            raise InfantDataError(f"{path}: array {name!r} is {array.dtype} of shape {array.shape}; expected {_NPZ_ARRAYS[name]}-D numbers")
+    lengths = arrays["lengths"]
+    if lengths.dtype.kind not in "iu" or (lengths < 1).any() or lengths.sum() != len(arrays["pose"]) or len(arrays["keypoint"]) != len(arrays["pose"]):
+        raise InfantDataError(
+            f"{path}: 'lengths' must be positive frame counts summing to the {len(arrays['pose'])} pose and "
+            f"{len(arrays['keypoint'])} keypoint frames, got {lengths.tolist()[:10]}"
         )
+    cuts = np.cumsum(lengths)[:-1]
+    return GeneratedSamples(
+        list(np.split(arrays["pose"], cuts)) if len(lengths) else [],
+        list(np.split(arrays["keypoint"], cuts)) if len(lengths) else [],
+        arrays["y"],
+        arrays["epoch_idx"],
+        arrays.get("score"),
+        arrays.get("feat"),
+    )
 
 
 def _read_original_npy(path: Path) -> GeneratedSamples:
