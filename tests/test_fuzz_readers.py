@@ -978,6 +978,30 @@ def test_read_predictions(data, sandbox, predictions_base, tmp_path_factory):
         sandbox.check((CheckpointError,), _read_predictions, str(d))
 
 
+def test_corrupt_predictions_are_checkpoint_errors(predictions_base, tmp_path):
+    """Found: a predictions.npz whose first byte changed raised numpy's ValueError 'contains
+    pickled data' (serving reads this file from any checkpoint it is pointed at); a plain .npy
+    and an array name without a split were a TypeError and a ValueError from unpacking."""
+    from affectlab.train.checkpoint import CheckpointError
+    from affectlab.train.loop import PREDICTIONS_FILE, read_predictions
+
+    path = tmp_path / PREDICTIONS_FILE
+    raw = predictions_base["predictions.npz"]
+    for bad, message in ((b"Q" + raw[1:], "not a readable predictions file"), (raw[: len(raw) // 2], "not a readable predictions file")):
+        path.write_bytes(bad)
+        with pytest.raises(CheckpointError, match=f"{PREDICTIONS_FILE}: {message}"):
+            read_predictions(tmp_path)
+    np.save(path.with_suffix(".npy"), np.zeros(3))
+    path.with_suffix(".npy").replace(path)
+    with pytest.raises(CheckpointError, match="holds a single array"):
+        read_predictions(tmp_path)
+    np.savez(path.with_suffix(""), pred=np.zeros(3))
+    with pytest.raises(CheckpointError, match="array 'pred' is not named <split>/<name>"):
+        read_predictions(tmp_path)
+    path.write_bytes(raw)
+    assert read_predictions(tmp_path)["test"]["pred"].tolist() == [0.0, 1.0, 2.0, 3.0]
+
+
 # ---------------------------------------------------------------------------- images
 
 

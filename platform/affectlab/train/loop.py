@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+import zipfile
+import zlib
 from collections import defaultdict
 from pathlib import Path
 
@@ -25,7 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from affectlab.train.config import config_to_dict
-from affectlab.train.checkpoint import STATE_FILE, read_checkpoint, save_checkpoint
+from affectlab.train.checkpoint import STATE_FILE, CheckpointError, read_checkpoint, save_checkpoint
 from affectlab.train.sampling import weighted_epoch
 
 LAST_MODEL_FILE = "last_model.safetensors"
@@ -186,10 +188,24 @@ def _epoch_line(epoch: int, epochs: int, metrics: dict, select: str) -> str:
 
 
 def read_predictions(checkpoint_dir: str | Path) -> dict[str, dict[str, np.ndarray]]:
-    """``{split: {array name: values}}`` from a final checkpoint (no pickles allowed)."""
+    """``{split: {array name: values}}`` from a final checkpoint (no pickles allowed).
+
+    Serving reads this from checkpoints it is pointed at: a truncated or corrupt file is a
+    ``CheckpointError`` naming it (numpy, zipfile and zlib each raise their own types)."""
+    path = Path(checkpoint_dir) / PREDICTIONS_FILE
     out: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
-    with np.load(Path(checkpoint_dir) / PREDICTIONS_FILE, allow_pickle=False) as f:
-        for key in f.files:
-            split, name = key.split("/", 1)
-            out[split][name] = f[key]
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise CheckpointError(f"{path}: holds a single array, not the .npz of predictions per split")
+        with loaded as f:
+            for key in f.files:
+                split, sep, name = key.partition("/")
+                if not (split and sep and name):
+                    raise CheckpointError(f"{path}: array {key!r} is not named <split>/<name>")
+                out[split][name] = f[key]
+    except CheckpointError:
+        raise
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error, NotImplementedError) as error:
+        raise CheckpointError(f"{path}: not a readable predictions file ({type(error).__name__}: {error})") from None
     return dict(out)
