@@ -1053,11 +1053,11 @@ def test_images(data, sandbox, image_base):
 # ---------------------------------------------------------------------------- request bodies
 
 
-def _payload(headers: list[tuple[bytes, bytes]], body: bytes, max_bytes: int) -> None:
-    """``read_payload`` on a real Starlette ``Request``, then every ``Payload`` helper on every field."""
+def _read_payload(headers: list[tuple[bytes, bytes]], body: bytes, max_bytes: int):
+    """``read_payload`` on a real Starlette ``Request`` (no server: the ASGI scope and body)."""
     from starlette.requests import Request
 
-    from affectlab.serving.layer import BadInput, read_payload
+    from affectlab.serving.layer import read_payload
 
     sent = False
 
@@ -1069,7 +1069,14 @@ def _payload(headers: list[tuple[bytes, bytes]], body: bytes, max_bytes: int) ->
         return {"type": "http.request", "body": body, "more_body": False}
 
     scope = {"type": "http", "method": "POST", "path": "/v1/pain/predict", "headers": headers, "query_string": b""}
-    payload = asyncio.run(read_payload(Request(scope, receive), max_bytes, "image", ("image/",)))
+    return asyncio.run(read_payload(Request(scope, receive), max_bytes, "image", ("image/",)))
+
+
+def _payload(headers: list[tuple[bytes, bytes]], body: bytes, max_bytes: int) -> None:
+    """``read_payload``, then every ``Payload`` helper on every field."""
+    from affectlab.serving.layer import BadInput
+
+    payload = _read_payload(headers, body, max_bytes)
     for name in sorted(payload.names | {"image", "model_id", "reference"}, key=str):
         for helper in (payload.files, payload.file, payload.text, payload.flag):
             try:
@@ -1077,7 +1084,7 @@ def _payload(headers: list[tuple[bytes, bytes]], body: bytes, max_bytes: int) ->
             except BadInput as error:
                 if not 400 <= error.status < 500:
                     raise
-    payload.expect(required=("image",), optional=("model_id", "reference"))
+    payload.expect(required=("image",), optional=("model_id", "reference", "flag"))
     payload.pop("model_id")
 
 
@@ -1151,3 +1158,28 @@ def test_json_values_and_headers(value, content_type, length, sandbox):
 
     body = json.dumps(value).encode()
     sandbox.check((BadInput,), _payload, _headers(content_type, length), body, 1 << 20)
+
+
+_JSON_TYPE = (b"content-type", b"application/json")
+
+
+@pytest.mark.parametrize(
+    "headers, body, status, message",
+    [
+        ([(b"content-type", b"image/png"), (b"content-length", b"\xb2")], b"x" * (1 << 20) + b"x", 413, "exceeds the upload limit"),
+        ([_JSON_TYPE], b"[" * 100_000, 400, "nested too deeply"),
+        ([_JSON_TYPE], b'{"image": ' + b"1" * 5000 + b"}", 400, "not valid JSON"),
+        ([_JSON_TYPE], b'{"image": "data:image/png;base64"}', 422, "data URL without data"),
+    ],
+    ids=["content-length-superscript-two", "json-nested-100000-deep", "json-int-5000-digits", "data-url-without-comma"],
+)
+def test_request_parsing_found_inputs_are_4xx(headers, body, status, message):
+    """Found: a Content-Length of '²' (latin-1 0xB2, for which ``str.isdigit`` is true) raised
+    ValueError from int(). Seen reading the same code: JSON nested 100000 deep raised
+    RecursionError, an integer of 5000 digits Python's ValueError (not a JSONDecodeError) and a
+    data URL without a comma IndexError: each was a 500."""
+    from affectlab.serving.layer import BadInput
+
+    with pytest.raises(BadInput, match=message) as raised:
+        _read_payload(headers, body, 1 << 20).file("image")
+    assert raised.value.status == status
