@@ -23,6 +23,8 @@ from pathlib import Path
 
 from _cli import HelpFormatter, add_cluster_options, add_output_options, cluster_values, given, resolve_paths
 
+from affectlab.workloads.probtalk3d import SYNTHETIC_SIZES
+
 STAGES = ("prior", "pred", "eval")
 # options named as the ProbTalk3DConfig field they set (every stage that has the field)
 _FIELDS = ("preset", "audio", "hubert_path", "mel_per_frame", "n_codes", "tokens_per_frame", "batch_size", "seed",
@@ -41,7 +43,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", choices=("all",) + STAGES, default="all", help="run every stage, or one from a previous stage's checkpoint")
     p.add_argument("--prior-checkpoint", help="--stage pred: the stage-1 checkpoint directory (OUTPUT/prior of a prior run)")
     p.add_argument("--pred-checkpoint", help="--stage eval: the stage-2 checkpoint directory (OUTPUT/pred of a pred run)")
-    p.add_argument("--synthetic-size", choices=("small", "demo"), default="demo", help="with --synthetic: 84 sequences (4 identities) or 480 (8 identities)")
+    p.add_argument("--synthetic-size", choices=sorted(SYNTHETIC_SIZES), default="medium",
+                   help="with --synthetic: small = 84 sequences (4 identities, 3 sentences), medium = 252 (6 identities, "
+                        "6 sentences), demo = 480 (8 identities, 6 sentences, 4 emotions)")  # fmt: skip
     m = p.add_argument_group("model")
     m.add_argument("--model", choices=("vqvae", "vae"), help="the VQ-VAE prior (default) or the VAE variant; stage 2 takes its prior's")
     m.add_argument("--preset", choices=("paper", "tiny"), help="model sizes and training settings; default: tiny with --synthetic, paper otherwise")
@@ -112,7 +116,7 @@ def main(argv: list[str] | None = None) -> Path:
         from affectlab.body.standin import write_tiny_flame
         from affectlab.data.synthetic_mead import write_synthetic_mead
 
-        data_dir = write_synthetic_mead(output / "data", size=args.synthetic_size, seed=args.seed or 0)
+        data_dir = write_synthetic_mead(output / "data", **SYNTHETIC_SIZES[args.synthetic_size], seed=args.seed or 0)
         if not flame_dir:
             flame_dir, stand_in = str(write_tiny_flame(output / "flame")), True
         print(f"synthetic 3DMEAD ({args.synthetic_size}) in {data_dir}, FLAME {'stand-in' if stand_in else ''} {flame_dir} "

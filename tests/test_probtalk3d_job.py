@@ -27,9 +27,10 @@ from affectlab.models.probtalk3d_prior import build_prior
 from affectlab.train.checkpoint import read_checkpoint
 from affectlab.workloads.probtalk3d import GENERATION_FILE, load_predictor
 
-# The synthetic defaults with the small dataset (84 sequences), 10 epochs a stage and 4
-# samples a sentence: the bars must hold at this size too.
-JOB_ARGS = ["--synthetic", "--synthetic-size", "small", "--prior-epochs", "10", "--pred-epochs", "10", "--n-samples", "4", "--wandb", "off"]
+# The synthetic defaults with the small dataset (84 sequences), 10 epochs of batch 4 a stage
+# and 4 samples a sentence: the bars must hold at this size too.
+JOB_ARGS = ["--synthetic", "--synthetic-size", "small", "--prior-epochs", "10", "--pred-epochs", "10", "--batch-size", "4",
+            "--n-samples", "4", "--wandb", "off"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

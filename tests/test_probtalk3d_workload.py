@@ -65,7 +65,7 @@ def test_training_settings_come_from_the_preset_for_the_stage():
     assert (paper.epochs, paper.batch_size, paper.lr, paper.weight_decay, paper.seed) == (201, 1, 1e-4, 0.01, 1234)
     pred = ProbTalk3DConfig(stage="pred")
     assert (pred.lr, pred.weight_decay, pred.batch_size) == (1e-5, 0.0, 1)  # Adam, 1e-5
-    assert (tiny().epochs, tiny().lr, tiny(stage="pred").lr, tiny().cache_data) == (30, 2e-3, 1e-3, True)
+    assert (tiny().epochs, tiny().batch_size, tiny().lr, tiny(stage="pred").lr, tiny().cache_data) == (12, 8, 2e-3, 1e-3, True)
     assert tiny(stage="pred", lr=5e-4).lr == 5e-4  # an explicit value wins
     assert pred.select_metric == "val_l2_plus_var" and set(METRIC_NAMES) >= {"l2_plus_var", "jaw_envelope_pearson"}
 

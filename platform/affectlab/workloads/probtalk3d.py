@@ -46,13 +46,19 @@ STAGE_TRAINING = {
         "pred": {"epochs": 201, "batch_size": 1, "lr": 1e-5, "weight_decay": 0.0, "grad_clip": 0.0, "cache_data": False},
     },
     "tiny": {  # a 2-core laptop on the synthetic 3DMEAD: small batches, larger steps, cached features
-        "prior": {"epochs": 30, "batch_size": 4, "lr": 2e-3, "weight_decay": 0.01, "grad_clip": 1.0, "cache_data": True},
-        "pred": {"epochs": 30, "batch_size": 4, "lr": 1e-3, "weight_decay": 0.0, "grad_clip": 1.0, "cache_data": True},
+        "prior": {"epochs": 12, "batch_size": 8, "lr": 2e-3, "weight_decay": 0.01, "grad_clip": 1.0, "cache_data": True},
+        "pred": {"epochs": 12, "batch_size": 8, "lr": 1e-3, "weight_decay": 0.0, "grad_clip": 1.0, "cache_data": True},
     },
 }
 STAGE_TRAINING["paper"]["eval"] = STAGE_TRAINING["paper"]["pred"]
 STAGE_TRAINING["tiny"]["eval"] = STAGE_TRAINING["tiny"]["pred"]
 ADAM_BETAS, ADAM_EPS = (0.9, 0.98), 1e-9
+# write_synthetic_mead arguments of the synthetic datasets jobs and sweeps write
+SYNTHETIC_SIZES = {
+    "small": {"size": "small"},  # 84 sequences: 4 identities x 3 sentences x neutral/happy/angry
+    "medium": {"n_identities": 6, "n_sentences": 6, "emotions": ("neutral", "happy", "angry")},  # 252
+    "demo": {"size": "demo"},  # 480: 8 identities x 6 sentences x neutral/happy/sad/angry
+}
 GENERATION_FILE = "generation.json"  # beside a stage-2 checkpoint: what a server needs besides config.json
 METRIC_NAMES = ("l2_plus_var", "motion_l2", "variance_diff", "exp_l1", "jaw_l1", "jaw_envelope_pearson")
 
@@ -217,11 +223,11 @@ class ProbTalk3DWorkload(WorkloadDefaults):
         return SequenceCollate(TIME_AXES)
 
     def synthetic_config(self, data_dir, write: bool = True) -> dict:
-        """The tiny preset with log-mel audio on a synthetic 3DMEAD (demo size) in ``data_dir``."""
+        """The tiny preset with log-mel audio on a synthetic 3DMEAD (the jobs' default size) in ``data_dir``."""
         if write:
             from affectlab.data.synthetic_mead import write_synthetic_mead
 
-            write_synthetic_mead(data_dir, size="demo")
+            write_synthetic_mead(data_dir, **SYNTHETIC_SIZES["medium"])
         return {"data_dir": str(Path(data_dir).resolve()), "preset": "tiny", "audio": "logmel"}
 
     def n_folds(self, cfg: ProbTalk3DConfig) -> None:
