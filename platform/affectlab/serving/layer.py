@@ -14,6 +14,11 @@ encode an output). The layer gives it the rest, the same for every workload:
 Two deployments, so that decoding (CPU, per request) scales apart from the model (batched,
 GPU when there is one): ``<Workload>Ingress`` → ``<Workload>Model``.
 
+A workload with several verbs (infant: ``classify`` and ``generate``) gives several
+predictors, one per route: one ingress serves every route, each route has its own model
+deployment ``<Workload><Route>Model`` and its own checkpoint (a predictor's ``checkpoint``
+attribute, else the ``checkpoint`` argument).
+
 No ``from __future__ import annotations`` here: FastAPI must see the route parameters'
 real types (``Request``) through Serve's class-based views.
 """
@@ -27,6 +32,7 @@ import logging
 import os
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
@@ -285,8 +291,14 @@ class ModelServer:
 
 
 # -- the HTTP ingress ----------------------------------------------------------------------
-def make_ingress(predictor: Predictor):
-    """A FastAPI ingress deployment whose routes carry the workload's name."""
+def make_ingress(predictors: "Predictor | Sequence[Predictor]"):
+    """A FastAPI ingress deployment whose routes carry the workload's name: ``POST
+    /v1/<workload>/<route>`` for each predictor (one workload, distinct routes)."""
+    predictors = [predictors] if not isinstance(predictors, Sequence) else list(predictors)
+    predictor = predictors[0]
+    if len({p.workload for p in predictors}) > 1 or len({p.route for p in predictors}) < len(predictors):
+        raise ValueError(f"one application serves one workload, one predictor per route; got {[(p.workload, p.route) for p in predictors]}")
+    single = len(predictors) == 1  # the ops routes answer per route only when there are several
     prefix = f"/v1/{predictor.workload}"
     app = FastAPI(
         title=f"affectlab {predictor.workload}",
@@ -306,8 +318,9 @@ def make_ingress(predictor: Predictor):
     @serve.deployment(max_ongoing_requests=256)
     @serve.ingress(app)
     class Ingress:
-        def __init__(self, model, registry: ModelRegistry, max_upload_bytes: int, api_token: str | None = None):
-            self.model, self.registry, self.max_upload_bytes = model, registry, max_upload_bytes
+        def __init__(self, models: list, registries: list[ModelRegistry], max_upload_bytes: list[int], api_token: str | None = None):
+            # route → (predictor, model handle, registry, upload limit)
+            self.routes = {p.route: (p, m, r, b) for p, m, r, b in zip(predictors, models, registries, max_upload_bytes)}
             self.token = api_token or os.environ.get(TOKEN_ENV) or None
             if not self.token:
                 logger.warning("%s is not set: the %s API is open to anyone who can reach it", TOKEN_ENV, predictor.workload)
@@ -319,37 +332,39 @@ def make_ingress(predictor: Predictor):
             if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token.encode()):
                 raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
+        def per_route(self, answer) -> dict:
+            """``answer(predictor, model, registry)`` for the one route, else ``{route: answer}``."""
+            answers = {route: answer(p, m, r) for route, (p, m, r, _) in self.routes.items()}
+            return next(iter(answers.values())) if single else answers
+
         @app.get("/healthz", tags=["ops"])
         async def healthz(self) -> dict:
-            return {"status": "ok", "workload": predictor.workload, "default_model": self.registry.default_id}
+            return {"status": "ok", "workload": predictor.workload, "default_model": self.per_route(lambda p, m, r: r.default_id)}
 
         @app.get(f"{prefix}/models", tags=["ops"], dependencies=[bearer])
         async def models(self, request: Request) -> dict:
             self.authorize(request)
-            return {"default": self.registry.default_id, "models": {i: len(e.members) for i, e in self.registry.entries.items()}}
+            return self.per_route(lambda p, m, r: {"default": r.default_id, "models": {i: len(e.members) for i, e in r.entries.items()}})
 
         @app.get(f"{prefix}/stats", tags=["ops"], dependencies=[bearer])
         async def stats(self, request: Request) -> dict:
             self.authorize(request)
-            return await self.model.stats.remote()
+            stats = {route: await m.stats.remote() for route, (_, m, _, _) in self.routes.items()}
+            return next(iter(stats.values())) if single else stats
 
-        @app.post(
-            f"{prefix}/{predictor.route}",
-            tags=[predictor.workload],
-            dependencies=[bearer],
-            openapi_extra=_with_layer_responses(getattr(predictor, "openapi", None) or {}),
-        )
         async def predict(self, request: Request, model_id: str | None = None) -> dict:
             self.authorize(request)
-            payload = await read_payload(request, self.max_upload_bytes, predictor.raw_field, predictor.raw_media)
+            route = request.url.path.rstrip("/").rsplit("/", 1)[-1]  # only this workload's routes reach here
+            predictor, model, registry, max_upload_bytes = self.routes[route]
+            payload = await read_payload(request, max_upload_bytes, predictor.raw_field, predictor.raw_media)
             body_id = payload.pop("model_id")
             try:
-                entry = self.registry.get(body_id or model_id)
+                entry = registry.get(body_id or model_id)
             except UnknownModel as e:
                 raise HTTPException(404, str(e)) from None
             item = await run_in_threadpool(predictor.decode, payload, entry)
             try:
-                result = await self.model.options(multiplexed_model_id=entry.model_id).predict.remote(item)
+                result = await model.options(multiplexed_model_id=entry.model_id).predict.remote(item)
             except Exception as e:
                 return internal_error(getattr(e, "cause", None) or e, f"model {entry.model_id}")
             if isinstance(result, BadInput):  # found only while predicting (e.g. a video truncated midway)
@@ -357,6 +372,15 @@ def make_ingress(predictor: Predictor):
             if isinstance(result, ServerFault):
                 return _fault_response(result.request_id)
             return result.response() if isinstance(result, Binary) else result
+
+        for _p in predictors:  # one POST route per predictor, every one answered by `predict`
+            predict = app.post(
+                f"{prefix}/{_p.route}",
+                tags=[_p.workload],
+                dependencies=[bearer],
+                openapi_extra=_with_layer_responses(getattr(_p, "openapi", None) or {}),
+            )(predict)
+        del _p
 
     return Ingress
 
@@ -416,22 +440,28 @@ class ServeOptions:
         return int(mb * 1_000_000)
 
 
-def build_app(predictor: Predictor, args: dict) -> serve.Application:
-    """Ingress → model deployment for ``predictor``, serving the directory in ``args``.
+def build_app(predictor: "Predictor | Sequence[Predictor]", args: dict) -> serve.Application:
+    """Ingress → model deployment for ``predictor`` (or one per predictor of a list, each its
+    own route), serving the directory in ``args`` (or a predictor's own ``checkpoint``).
 
     The token is read from ``AFFECTLAB_API_TOKEN`` where the app is built (the ``serve
     run`` process, or Serve's build task on the cluster) and, failing that, where the
     ingress runs.
     """
+    predictors = [predictor] if not isinstance(predictor, Sequence) else list(predictor)
     options = ServeOptions.from_args(args)
-    registry = ModelRegistry(options.checkpoint, predictor.workload, options.default_model or None)
-    name = predictor.workload.capitalize()
-    model = ModelServer.options(
-        name=f"{name}Model",
-        num_replicas=options.num_replicas,
-        max_ongoing_requests=max(64, 2 * options.max_batch_size),
-        ray_actor_options={"num_cpus": options.num_cpus, "num_gpus": options.num_gpus},
-    ).bind(predictor, registry, options.max_batch_size, options.batch_wait_timeout_s)
-    ingress = make_ingress(predictor).options(name=f"{name}Ingress", ray_actor_options={"num_cpus": 0.1})
-    upload_bytes = options.upload_bytes(getattr(predictor, "default_upload_mb", DEFAULT_MAX_UPLOAD_MB))
-    return ingress.bind(model, registry, upload_bytes, os.environ.get(TOKEN_ENV))
+    name = predictors[0].workload.capitalize()
+    models, registries, upload_bytes = [], [], []
+    for p in predictors:
+        registry = ModelRegistry(getattr(p, "checkpoint", None) or options.checkpoint, p.workload, options.default_model or None)
+        model_name = f"{name}Model" if len(predictors) == 1 else f"{name}{p.route.capitalize()}Model"
+        models.append(ModelServer.options(
+            name=model_name,
+            num_replicas=options.num_replicas,
+            max_ongoing_requests=max(64, 2 * options.max_batch_size),
+            ray_actor_options={"num_cpus": options.num_cpus, "num_gpus": options.num_gpus},
+        ).bind(p, registry, options.max_batch_size, options.batch_wait_timeout_s))  # fmt: skip
+        registries.append(registry)
+        upload_bytes.append(options.upload_bytes(getattr(p, "default_upload_mb", DEFAULT_MAX_UPLOAD_MB)))
+    ingress = make_ingress(predictors).options(name=f"{name}Ingress", ray_actor_options={"num_cpus": 0.1})
+    return ingress.bind(models, registries, upload_bytes, os.environ.get(TOKEN_ENV))
