@@ -58,7 +58,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 
 TIMEOUT_S = 30.0  # per example: tiny inputs decode in milliseconds; this catches hangs, not slowness
@@ -66,13 +66,15 @@ STARTUP_S = 300.0  # spawning the worker and importing the readers, once (and af
 MEMORY_BYTES = 6 << 30  # the worker's data limit: a header that claims gigabytes fails there, not the machine
 
 
-def fuzz(n: int):
-    """Settings of one fuzz test: ``n`` derandomized cases, no deadline (the Sandbox bounds time)."""
+def fuzz(n: int, shrink: bool = True):
+    """Settings of one fuzz test: ``n`` derandomized cases, no deadline (the Sandbox bounds time).
+    ``shrink=False`` for a known failure marked xfail: its minimal input is in the marker."""
     return settings(
         max_examples=n,
         deadline=None,
         derandomize=True,
         database=None,
+        phases=tuple(Phase) if shrink else (Phase.explicit, Phase.reuse, Phase.generate),
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
     )
 
@@ -142,11 +144,10 @@ class Sandbox:
             raise RuntimeError(f"the fuzzing worker did not start within {STARTUP_S:g} s")
 
     def close(self):
-        if self.proc is not None:
+        if self.proc is not None:  # the worker holds nothing worth a clean shutdown
+            self.proc.kill()
+            self.proc.join()
             self.conn.close()
-            self.proc.join(5)
-            if self.proc.is_alive():
-                self.proc.kill()
             self.proc = None
 
     def check(self, allowed: tuple[type, ...], fn, *args) -> str:
@@ -594,10 +595,14 @@ def test_video_training_reader(data, sandbox, video_base, tmp_path_factory):
 
 
 def _read_dlc(path: str) -> None:
+    """What training discovery and ``POST /v1/mouse/segment`` do with a DLC file: read, then interpolate."""
     from affectlab.data.dlc import read_dlc
+    from affectlab.data.pose import interpolate_low_likelihood
 
     xy, likelihood = read_dlc(path)
     assert xy.shape[1:] == (6, 2) and likelihood.shape == xy.shape[:2]
+    points, missing = interpolate_low_likelihood(xy, likelihood, 0.9)
+    assert np.isfinite(points).all() and missing.shape == (6,)
 
 
 @pytest.fixture(scope="module")
@@ -619,7 +624,16 @@ def dlc_base(tmp_path_factory) -> dict[str, bytes]:
     return Samples({name: (d / name).read_bytes() for name in ("pose.csv", "table.h5", "fixed.h5")})
 
 
-@fuzz(60)
+_DLC_BIG_INT = (
+    "data/dlc.py _read_csv (owner: the DLC helper): IndexError instead of MouseDataError. Minimal input "
+    "hypothesis found: the DLC CSV with the first data row's frame number replaced by 99999999999999999999999 "
+    "(an integer past int64): pandas reads the column as Python ints, pd.to_numeric converts them without a NaN, "
+    "so the search for the offending row finds none (test_dlc_csv_integer_past_int64_is_a_data_error)"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=_DLC_BIG_INT)
+@fuzz(60, shrink=False)
 @given(data=st.data())
 def test_dlc_csv(data, sandbox, dlc_base, tmp_path_factory):
     from affectlab.data.dlc import MouseDataError
@@ -628,6 +642,21 @@ def test_dlc_csv(data, sandbox, dlc_base, tmp_path_factory):
         path = d / "videoDLC_resnet50.csv"
         path.write_bytes(data.draw(csv_mutations(dlc_base["pose.csv"].decode()), label="bytes"))
         sandbox.check((MouseDataError,), _read_dlc, str(path))
+
+
+@pytest.mark.xfail(strict=True, raises=IndexError, reason=_DLC_BIG_INT)
+def test_dlc_csv_integer_past_int64_is_a_data_error(dlc_base, tmp_path):
+    """The minimal failing input of ``test_dlc_csv``."""
+    from affectlab.data.dlc import MouseDataError, read_dlc
+
+    lines = dlc_base["pose.csv"].decode().split("\n")
+    cells = lines[3].split(",")
+    cells[0] = "99999999999999999999999"  # the frame number of the first data row
+    lines[3] = ",".join(cells)
+    path = tmp_path / "videoDLC_resnet50.csv"
+    path.write_text("\n".join(lines))
+    with pytest.raises(MouseDataError, match="videoDLC_resnet50.csv"):
+        read_dlc(path)
 
 
 @fuzz(60)
@@ -949,6 +978,64 @@ def test_restricted_unpickler(data, sandbox, pickle_base):
     base, body_model = pickle_base[data.draw(st.sampled_from(sorted(pickle_base)), label="base")]
     raw = data.draw(mutated_bytes(base), label="bytes")
     sandbox.check((UnsafePickleError, ValueError), _load_pickle, raw, body_model)
+
+
+_STUB_KEYS = {"chumpy.ch\nCh": ("x",), "chumpy.reordering\nSelect": ("a", "idxs", "preferred_shape"),
+              "scipy.sparse._csc\ncsc_matrix": ("data", "indices", "indptr", "_shape", "format"),
+              "scipy.sparse._csr\ncsr_matrix": ("data", "indices", "indptr", "_shape", "format")}  # fmt: skip
+_STATE_VALUES = st.one_of(
+    st.none(), st.integers(-3, 10), st.text(max_size=3), st.tuples(st.integers(-1, 4), st.integers(-1, 4)),
+    st.lists(st.integers(-2, 6), max_size=5).map(np.array), st.lists(st.floats(allow_nan=True), max_size=4).map(np.array),
+)  # fmt: skip
+
+
+@st.composite
+def body_model_pickles(draw) -> bytes:
+    """A pickle of one chumpy/scipy object as SMPL/FLAME files hold them, its state drawn: keys
+    missing, values of any kind (pickled as ``chumpy.ch.Ch``, the global renamed in the bytes)."""
+    target = draw(st.sampled_from(sorted(_STUB_KEYS)), label="class")
+    state = {key: draw(_STATE_VALUES, label=key) for key in _STUB_KEYS[target] if draw(st.booleans())}
+    if "a" in state and draw(st.booleans()):
+        state["a"] = _FakeCh(np.arange(6.0))
+    obj = _FakeCh(None)
+    obj.__dict__ = state
+    with _as_chumpy():
+        raw = pickle.dumps({"v_template": obj}, protocol=2)
+    return raw.replace(b"cchumpy.ch\nCh\n", b"c" + target.encode() + b"\n", 1)
+
+
+@fuzz(100)
+@given(raw=body_model_pickles())
+def test_restricted_unpickler_body_model_states(raw, sandbox):
+    from affectlab.data.safe_pickle import UnsafePickleError
+
+    sandbox.check((UnsafePickleError, ValueError), _load_pickle, raw, True)
+
+
+def test_body_model_stub_without_its_array_is_a_value_error():
+    """Found: a chumpy ``Ch`` whose state has no ``x`` (and a Select without ``idxs``, a sparse
+    matrix without ``indptr``) raised KeyError from the stub resolution, outside the error handling."""
+    from affectlab.data.safe_pickle import load_pickle
+
+    with _as_chumpy():
+        ch = _FakeCh(np.arange(6.0))
+        ch.__dict__ = {"y": ch.x}
+        raw = pickle.dumps({"v_template": ch}, protocol=2)
+    with pytest.raises(ValueError, match="<bytes>: a chumpy or scipy object in the pickle is malformed \\(KeyError: 'x'\\)"):
+        load_pickle(raw, body_model=True)
+
+
+def test_protocol_2_empty_arrays_are_read_and_bytes_cannot_allocate():
+    """Found by the body-model fuzzer: protocol 2 writes ``b""`` (an empty array's data) as a call
+    of ``__builtin__.bytes``, which the reader refused as unsafe, so any protocol-2 data file holding
+    an empty array could not be read; ``bytes(n)`` stays refused (it would allocate n bytes)."""
+    from affectlab.data.safe_pickle import load_pickle
+
+    empty = {"pose": np.zeros((0, 24, 3), np.float32), "raw": b""}
+    out = load_pickle(pickle.dumps(empty, protocol=2))
+    assert out["pose"].shape == (0, 24, 3) and out["pose"].dtype == np.float32 and out["raw"] == b""
+    with pytest.raises(ValueError, match=r"bytes\(1000000000,\) refused"):
+        load_pickle(b"\x80\x02c__builtin__\nbytes\nJ\x00\xca\x9a;\x85R.")
 
 
 # ---------------------------------------------------------------------------- predictions.npz

@@ -66,6 +66,14 @@ def _np_frombuffer(buffer, dtype, shape, order, axis_order=None):  # protocol 5'
     return array.reshape(shape, order=order).copy()
 
 
+def _bytes(*args):
+    """``bytes()``: how protocol 2 spells ``b""`` (an empty array's data). Nothing else is built
+    here: ``bytes(n)`` would allocate whatever a file asks for."""
+    if args:
+        raise ValueError(f"bytes{args!r:.40} refused: only bytes() with no arguments appears in data files")
+    return b""
+
+
 _NUMPY = {
     **{(m, "_frombuffer"): _np_frombuffer for m in ("numpy.core.numeric", "numpy._core.numeric")},
     **{(m, "_reconstruct"): _np_reconstruct for m in ("numpy.core.multiarray", "numpy._core.multiarray")},
@@ -80,6 +88,8 @@ _BUILTINS = {
 } | {
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("_codecs", "encode"): codecs.encode,  # how py3 writes bytes in protocol 2
+    ("__builtin__", "bytes"): _bytes,  # ... and empty bytes
+    ("builtins", "bytes"): _bytes,
 }
 _BODY_MODEL = {
     ("chumpy.ch", "Ch"): ChumpyCh,
@@ -135,7 +145,7 @@ def _state(stub: _Stub) -> dict:
     if isinstance(state, tuple) and len(state) == 2 and isinstance(state[1], dict):
         state = {**(state[0] or {}), **state[1]}  # (dict state, slot state)
     if not isinstance(state, dict):
-        raise UnsafePickleError(f"{type(stub).__name__}: unexpected pickled state {type(state).__name__}")
+        raise ValueError(f"{type(stub).__name__}: unexpected pickled state {type(state).__name__}")
     return state
 
 
@@ -158,4 +168,7 @@ def load_pickle(source: str | Path | bytes, *, body_model: bool = False) -> Any:
         raise
     except Exception as exc:  # truncated or corrupt: pickle raises many kinds
         raise ValueError(f"{name}: not a readable pickle ({type(exc).__name__}: {exc})") from None
-    return _resolve(obj)
+    try:
+        return _resolve(obj)
+    except Exception as exc:  # a stub whose state lacks a key or holds the wrong kinds of arrays
+        raise ValueError(f"{name}: a chumpy or scipy object in the pickle is malformed ({type(exc).__name__}: {exc})") from None
