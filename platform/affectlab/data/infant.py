@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import tokenize
 import zipfile
 import zlib
 from collections import Counter
@@ -511,8 +512,10 @@ def read_generated_samples(path: str | Path) -> GeneratedSamples:
         return _read_original_npy(path) if magic == b"\x93NUMPY" else _read_npz(path)
     except (InfantDataError, UnsafePickleError):
         raise
-    except (ValueError, TypeError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error, NotImplementedError) as error:
-        # numpy, zipfile and zlib's ways of saying truncated or corrupt, and arrays of the wrong kind
+    except (ValueError, TypeError, OSError, EOFError, KeyError, SyntaxError, tokenize.TokenError, zipfile.BadZipFile,
+            zlib.error, NotImplementedError) as error:  # fmt: skip
+        # numpy (which parses .npy headers as Python), zipfile and zlib's ways of saying truncated
+        # or corrupt, and arrays of the wrong kind
         raise InfantDataError(f"{path}: not a readable generated-samples file ({type(error).__name__}: {error})") from None
 
 

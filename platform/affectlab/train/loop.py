@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+import tokenize
 import zipfile
 import zlib
 from collections import defaultdict
@@ -206,6 +207,7 @@ def read_predictions(checkpoint_dir: str | Path) -> dict[str, dict[str, np.ndarr
                 out[split][name] = f[key]
     except CheckpointError:
         raise
-    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error, NotImplementedError) as error:
+    except (ValueError, OSError, EOFError, KeyError, SyntaxError, tokenize.TokenError, zipfile.BadZipFile, zlib.error,
+            NotImplementedError) as error:  # fmt: skip  # numpy parses each member's .npy header as Python
         raise CheckpointError(f"{path}: not a readable predictions file ({type(error).__name__}: {error})") from None
     return dict(out)
