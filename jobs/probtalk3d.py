@@ -16,14 +16,25 @@ OUTPUT/pred/ (checkpoints), OUTPUT/eval/, OUTPUT/metrics.json and OUTPUT/report.
 import _bootstrap  # noqa: F401  (makes affectlab importable without installing it)
 
 import argparse
+import json
 import shutil
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from _cli import HelpFormatter, add_cluster_options, add_output_options, cluster_values, given, resolve_paths
 
-from affectlab.workloads.probtalk3d import SYNTHETIC_SIZES
+from affectlab.data.mead import MeadDataError, discover_mead
+from affectlab.data.probtalk3d_dataset import vocabulary
+from affectlab.metrics.probtalk3d_eval import TEST_KEYS
+from affectlab.train.checkpoint import write_json
+from affectlab.train.outputs import OutputExistsError, claim_output
+from affectlab.workloads.probtalk3d import (
+    GENERATION_FILE, SYNTHETIC_SIZES, ProbTalk3DConfig, ProbTalk3DWorkload, generation_info, prior_settings, read_stage_config,
+    train_stage,
+)  # fmt: skip
 
 STAGES = ("prior", "pred", "eval")
 # options named as the ProbTalk3DConfig field they set (every stage that has the field)
@@ -94,11 +105,6 @@ def main(argv: list[str] | None = None) -> Path:
     if args.data_dir and not Path(args.data_dir).is_dir():
         fail(f"--data-dir {args.data_dir}: folder not found")
 
-    from affectlab.data.mead import MeadDataError, discover_mead
-    from affectlab.data.probtalk3d_dataset import vocabulary
-    from affectlab.train.outputs import OutputExistsError, claim_output
-    from affectlab.workloads.probtalk3d import ProbTalk3DConfig, prior_settings, read_stage_config
-
     try:  # the input checkpoints are checked before anything is written
         prior = prior_settings(args.prior_checkpoint) if args.prior_checkpoint else None
         pred = read_stage_config(args.pred_checkpoint, "pred") if args.pred_checkpoint else None
@@ -139,14 +145,12 @@ def main(argv: list[str] | None = None) -> Path:
     if args.model:
         base["model"] = args.model
     try:
-        configs = stage_configs(stages, base, args, prior, pred, vocab, ProbTalk3DConfig)
+        configs = stage_configs(stages, base, args, prior, pred, vocab)
     except ValueError as error:
         fail(str(error))
 
     from affectlab.ray_utils import init_ray
-    from affectlab.train.checkpoint import write_json
     from affectlab.train.tracking import train_callbacks
-    from affectlab.workloads.probtalk3d import GENERATION_FILE, ProbTalk3DWorkload, generation_info, train_stage
 
     init_ray()
     finals, checkpoints = {}, {}
@@ -167,14 +171,14 @@ def main(argv: list[str] | None = None) -> Path:
                 setattr(cfg, key, pred_config[key])
         stage_started = time.perf_counter()
         callbacks = train_callbacks(args.wandb, "affectlab-probtalk3d", f"{output.name}-{stage}", output) if stage != "eval" else []
-        extra = _stage_two_files(cfg, flame_dir, stand_in, generation_info, write_json, GENERATION_FILE) if stage == "pred" else None
+        extra = _stage_two_files(cfg, flame_dir, stand_in) if stage == "pred" else None
         finals[stage], checkpoints[stage] = train_stage(cfg, output, args.storage, callbacks, extra)
         print(f"stage {stage}: {checkpoints[stage]} ({time.perf_counter() - stage_started:.0f} s)")
 
     metrics = {"stages": {s: _final(m) for s, m in finals.items()}, "checkpoints": {k: str(v) for k, v in checkpoints.items()},
                "config": {s: vars(configs[s]) for s in stages}}  # fmt: skip
     if "eval" in stages:
-        report = _evaluation_outputs(output, checkpoints["eval"], metrics, configs["eval"], flame_dir, write_json)
+        report = _evaluation_outputs(output, checkpoints["eval"], metrics, configs["eval"])
     else:
         from affectlab.report.probtalk3d import write_stage_report
         from affectlab.train.loop import read_predictions
@@ -189,20 +193,20 @@ def main(argv: list[str] | None = None) -> Path:
     return output / "metrics.json"
 
 
-def stage_configs(stages, base: dict, args, prior: dict | None, pred: dict | None, vocab: dict, config_class) -> dict:
+def stage_configs(stages, base: dict, args, prior: dict | None, pred: dict | None, vocab: dict) -> dict[str, ProbTalk3DConfig]:
     """One config per stage: the shared values, each stage's own training options, and what
     the previous stage's checkpoint fixes (the prior's sizes, the predictor's vocabularies)."""
     configs = {}
     if "prior" in stages:
-        configs["prior"] = config_class(**base, stage="prior", **_stage_options(args.prior_epochs, args.prior_lr))
+        configs["prior"] = ProbTalk3DConfig(**base, stage="prior", **_stage_options(args.prior_epochs, args.prior_lr))
     if "pred" in stages:
         fixed = prior or {k: getattr(configs["prior"], k) for k in _PRIOR_KEYS}
         values = {**base, **fixed, **vocab, "prior_checkpoint": args.prior_checkpoint or ""}
-        configs["pred"] = config_class(**values, stage="pred", **_stage_options(args.pred_epochs, args.pred_lr))
+        configs["pred"] = ProbTalk3DConfig(**values, stage="pred", **_stage_options(args.pred_epochs, args.pred_lr))
     if "eval" in stages:
         source = pred or vars(configs["pred"])
         values = {**base, **{k: source[k] for k in _PRIOR_KEYS}, "pred_checkpoint": args.pred_checkpoint or "", "num_workers": 1}
-        configs["eval"] = config_class(**values, stage="eval")
+        configs["eval"] = ProbTalk3DConfig(**values, stage="eval")
     return configs
 
 
@@ -210,7 +214,7 @@ def _stage_options(epochs, lr) -> dict:
     return {k: v for k, v in (("epochs", epochs), ("lr", lr)) if v is not None}
 
 
-def _stage_two_files(cfg, flame_dir, stand_in: bool, generation_info, write_json, name: str):
+def _stage_two_files(cfg: ProbTalk3DConfig, flame_dir: str | None, stand_in: bool):
     """Files a server needs beside the stage-2 weights: generation.json and, for the tiny
     stand-in, a copy of that FLAME model (a real FLAME is licence-gated: referenced by path)."""
 
@@ -220,7 +224,7 @@ def _stage_two_files(cfg, flame_dir, stand_in: bool, generation_info, write_json
             where = "flame" if stand_in else flame_dir
             if stand_in:
                 shutil.copytree(flame_dir, directory / "flame")
-        write_json(directory / name, generation_info(cfg, where))
+        write_json(directory / GENERATION_FILE, generation_info(cfg, where))
 
     return write
 
@@ -229,13 +233,8 @@ def _final(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def _evaluation_outputs(output: Path, eval_dir: Path, metrics: dict, cfg, flame_dir, write_json) -> Path:
+def _evaluation_outputs(output: Path, eval_dir: Path, metrics: dict, cfg: ProbTalk3DConfig) -> Path:
     """metrics.json with the interface keys, the report with the MP4, and the figures printed."""
-    import json
-
-    import numpy as np
-
-    from affectlab.metrics.probtalk3d_eval import TEST_KEYS
     from affectlab.report.probtalk3d import write_evaluation_report
     from affectlab.workloads.probtalk3d_eval import EVALUATION_FILE, REPORT_ARRAYS_FILE
 

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from affectlab.constants import probtalk3d as C
 from affectlab.data.probtalk3d_dataset import TIME_AXES, mean_motion_per_frame, play_mean_motion
 from affectlab.data.sequences import SequenceCollate
 from affectlab.metrics.probtalk3d_eval import motion_validation_metrics, pool_sequence_scores

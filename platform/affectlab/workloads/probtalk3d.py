@@ -127,12 +127,6 @@ class ProbTalk3DConfig(TrainConfig):
         return {k: getattr(self, k) for k in MODEL_KEYS}
 
 
-def stage_config(values: dict, stage: str) -> ProbTalk3DConfig:
-    """A config for ``stage`` from ``values`` (fields of another stage's config may be in it:
-    the training settings are re-resolved for this stage unless given)."""
-    return ProbTalk3DConfig(**{**values, "stage": stage})
-
-
 # ------------------------------------------------------------------------------- checkpoints
 
 
