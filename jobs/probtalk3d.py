@@ -259,7 +259,8 @@ def _evaluation_outputs(output: Path, eval_dir: Path, metrics: dict, cfg: ProbTa
     print(f"{'metric':<22}{'model':>12}{'baseline':>12}")
     for key in TEST_KEYS:
         print(f"{key:<22}{test[key]:>12.4g}{base[key]:>12.4g}")
-    print(f"LVE {100 * (1 - test['lve'] / base['lve']):.1f}% below the mean-motion baseline; "
+    change = 100 * (test["lve"] / base["lve"] - 1)
+    print(f"LVE {abs(change):.1f}% {'below' if change <= 0 else 'above'} the mean-motion baseline; "
           f"jaw-envelope Pearson {test['jaw_envelope_pearson']:.3f} (baseline {base['jaw_envelope_pearson']:.3f})")  # fmt: skip
     print("diversity by temperature: " + ", ".join(f"T={t} {v['diversity']:.4g}" for t, v in evaluation["temperatures"].items())
           + f"; sample=false {evaluation['sample_false']['diversity']:.4g}")  # fmt: skip
