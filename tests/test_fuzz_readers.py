@@ -66,8 +66,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, event, given, settings
+from hypothesis import HealthCheck, Phase, event, example, given, settings
 from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context
 
 TIMEOUT_S = 30.0  # per example: tiny inputs decode in milliseconds; this catches hangs, not slowness
 STARTUP_S = 300.0  # spawning the worker and importing the readers, once (and after a crash)
@@ -93,10 +94,9 @@ def fuzz(n: int, shrink: bool = True):
 def _documented(error: BaseException, allowed: tuple[type, ...]) -> bool:
     """``error`` is one a reader documents: exactly an allowed type, or affectlab's own subclass
     of one (a ``UnicodeDecodeError`` is a ValueError, but not the ValueError a reader documents)."""
-    from affectlab.serving.layer import BadInput
-
-    if isinstance(error, BadInput):
-        return BadInput in allowed and 400 <= error.status < 500
+    layer = sys.modules.get("affectlab.serving.layer")  # not imported: the error cannot be a BadInput
+    if layer is not None and isinstance(error, layer.BadInput):
+        return layer.BadInput in allowed and 400 <= error.status < 500
     return type(error) in allowed or (isinstance(error, allowed) and type(error).__module__.startswith("affectlab."))
 
 
@@ -108,15 +108,14 @@ _READER_MODULES = (
 )  # fmt: skip
 
 
-def _worker(conn, memory_bytes: int) -> None:
+def _worker(conn, memory_bytes: int, modules: tuple[str, ...]) -> None:
     import importlib
     import resource
 
-    import cv2
-
-    cv2.setNumThreads(1)
-    for name in _READER_MODULES:  # imported before the first example, so its time bound is the reader's alone
+    for name in modules:  # imported before the first example, so its time bound is the reader's alone
         importlib.import_module(name)
+    if "cv2" in sys.modules:
+        sys.modules["cv2"].setNumThreads(1)
     resource.setrlimit(resource.RLIMIT_DATA, (memory_bytes, memory_bytes))
     conn.send("ready")
     while True:
@@ -136,16 +135,17 @@ def _worker(conn, memory_bytes: int) -> None:
 
 
 class Sandbox:
-    """One spawned worker that runs readers on fuzzed files, ``TIMEOUT_S`` per call, its data
+    """One spawned worker that runs readers on fuzzed files, ``timeout_s`` per call, its data
     segment capped at ``MEMORY_BYTES``; it is restarted after a hang or a crash."""
 
-    def __init__(self):
+    def __init__(self, timeout_s: float = TIMEOUT_S, modules: tuple[str, ...] = _READER_MODULES):
         self.ctx = multiprocessing.get_context("spawn")
+        self.timeout_s, self.modules = timeout_s, modules
         self.proc = None
 
     def _start(self):
         self.conn, child = self.ctx.Pipe()
-        self.proc = self.ctx.Process(target=_worker, args=(child, MEMORY_BYTES), daemon=True)
+        self.proc = self.ctx.Process(target=_worker, args=(child, MEMORY_BYTES, self.modules), daemon=True)
         self.proc.start()
         child.close()
         if not self.conn.poll(STARTUP_S) or self.conn.recv() != "ready":
@@ -163,11 +163,11 @@ class Sandbox:
         if self.proc is None or not self.proc.is_alive():
             self._start()
         self.conn.send((fn, args, allowed))
-        if not self.conn.poll(TIMEOUT_S):
+        if not self.conn.poll(self.timeout_s):
             self.proc.kill()
             self.proc.join()
             self.proc = None
-            raise AssertionError(f"{fn.__name__} did not return within {TIMEOUT_S:g} s (a hang)")
+            raise AssertionError(f"{fn.__name__} did not return within {self.timeout_s:g} s (a hang)")
         try:
             kind, text = self.conn.recv()
         except EOFError:
@@ -177,7 +177,8 @@ class Sandbox:
         if kind == "other":
             names = ", ".join(a.__name__ for a in allowed)
             raise AssertionError(f"{fn.__name__} raised an undocumented exception (documented: {names}):\n{text}")
-        event("read" if kind == "ok" else text.split(":", 1)[0])  # --hypothesis-show-statistics: outcomes per test
+        if currently_in_test_context():  # --hypothesis-show-statistics: the outcomes of each test
+            event("read" if kind == "ok" else text.split(":", 1)[0])
         return "ok" if kind == "ok" else text
 
 
@@ -193,6 +194,47 @@ class Samples(dict):
 
     def __repr__(self) -> str:
         return f"<valid samples {sorted(self)}>"
+
+
+def _sleep(seconds: float) -> None:
+    import time
+
+    time.sleep(seconds)
+
+
+def _die() -> None:
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGSEGV)  # what a crash in native decoding code does
+
+
+def _raise(kind: type) -> None:
+    raise kind("raised on purpose")
+
+
+def _allocate(n_bytes: int) -> None:
+    np.empty(n_bytes, np.uint8)  # never touched: only the cap can refuse it
+
+
+def test_sandbox_reports_hangs_crashes_and_undocumented_errors():
+    """The harness itself: a documented error passes, anything else (a MemoryError past the cap
+    included) fails the example, and the worker comes back after a hang or a crash."""
+    box = Sandbox(timeout_s=2.0, modules=())
+    try:
+        assert box.check((ValueError,), _sleep, 0) == "ok"
+        assert box.check((ValueError,), _raise, ValueError) == "ValueError: raised on purpose"
+        with pytest.raises(AssertionError, match="(?s)undocumented exception.*UnicodeError: raised on purpose"):
+            box.check((ValueError,), _raise, UnicodeError)  # a ValueError subclass, not the documented one
+        with pytest.raises(AssertionError, match="did not return within 2 s"):
+            box.check((ValueError,), _sleep, 60)
+        with pytest.raises(AssertionError, match="crashed the worker process \\(exit code -11\\)"):
+            box.check((ValueError,), _die)
+        with pytest.raises(AssertionError, match="(?s)undocumented exception.*MemoryError"):
+            box.check((ValueError,), _allocate, MEMORY_BYTES + (1 << 30))  # a header claiming gigabytes
+        assert box.check((ValueError,), _sleep, 0) == "ok"
+    finally:
+        box.close()
 
 
 @contextmanager
@@ -613,56 +655,66 @@ def _read_dlc(path: str) -> None:
     assert np.isfinite(points).all() and missing.shape == (6,)
 
 
-@pytest.fixture(scope="module")
-def dlc_base(tmp_path_factory) -> dict[str, bytes]:
+def _dlc_table():
+    """Four frames of single-animal DeepLabCut output for affectlab's six bodyparts."""
     import pandas as pd
 
     from affectlab.constants.mouse import BODYPARTS
 
-    rng = np.random.default_rng(0)
     columns = pd.MultiIndex.from_product(
         [["DLC_resnet50_fuzzJan1shuffle1_1000"], list(BODYPARTS), ["x", "y", "likelihood"]],
         names=["scorer", "bodyparts", "coords"],
     )
-    table = pd.DataFrame(np.round(rng.uniform(0, 1, (4, 18)), 3), columns=columns)
-    d = tmp_path_factory.mktemp("dlc")
-    table.to_csv(d / "pose.csv")
+    return pd.DataFrame(np.round(np.random.default_rng(0).uniform(0, 1, (4, 18)), 3), columns=columns)
+
+
+def _with_cell(text: str, line: int, cell: int, value: str) -> bytes:
+    lines = text.split("\n")
+    cells = lines[line].split(",")
+    cells[cell] = value
+    lines[line] = ",".join(cells)
+    return "\n".join(lines).encode()
+
+
+_DLC_CSV = _dlc_table().to_csv()  # in memory: the CSV fuzz's strategy is built from it at import
+# The minimal failing input: the first data row's frame number past int64.
+_DLC_BIG_INT_CSV = _with_cell(_DLC_CSV, 3, 0, "99999999999999999999999")
+_DLC_BIG_INT = (
+    "data/dlc.py _read_csv (owner: the DLC helper) raises IndexError instead of MouseDataError for the DLC CSV "
+    "whose first data row has the frame number 99999999999999999999999 (an integer past int64; the explicit "
+    "example of test_dlc_csv, found by it): pandas reads the column as Python ints, pd.to_numeric converts "
+    "them without a NaN, so the search for the offending row finds none"
+)
+
+
+@pytest.fixture(scope="module")
+def dlc_base(tmp_path_factory) -> Samples:
+    table, d = _dlc_table(), tmp_path_factory.mktemp("dlc")
     table.to_hdf(d / "table.h5", key="df_with_missing", format="table", mode="w")
     table.to_hdf(d / "fixed.h5", key="df_with_missing", format="fixed", mode="w")
-    return Samples({name: (d / name).read_bytes() for name in ("pose.csv", "table.h5", "fixed.h5")})
-
-
-_DLC_BIG_INT = (
-    "data/dlc.py _read_csv (owner: the DLC helper): IndexError instead of MouseDataError. Minimal input "
-    "hypothesis found: the DLC CSV with the first data row's frame number replaced by 99999999999999999999999 "
-    "(an integer past int64): pandas reads the column as Python ints, pd.to_numeric converts them without a NaN, "
-    "so the search for the offending row finds none (test_dlc_csv_integer_past_int64_is_a_data_error)"
-)
+    return Samples({name: (d / name).read_bytes() for name in ("table.h5", "fixed.h5")})
 
 
 @pytest.mark.xfail(strict=True, reason=_DLC_BIG_INT)
 @fuzz(80, shrink=False)
-@given(data=st.data())
-def test_dlc_csv(data, sandbox, dlc_base, tmp_path_factory):
+@given(raw=csv_mutations(_DLC_CSV))
+@example(raw=_DLC_BIG_INT_CSV)
+def test_dlc_csv(raw, sandbox, tmp_path_factory):
     from affectlab.data.dlc import MouseDataError
 
     with fresh_dir(tmp_path_factory.getbasetemp()) as d:
         path = d / "videoDLC_resnet50.csv"
-        path.write_bytes(data.draw(csv_mutations(dlc_base["pose.csv"].decode()), label="bytes"))
+        path.write_bytes(raw)
         sandbox.check((MouseDataError,), _read_dlc, str(path))
 
 
 @pytest.mark.xfail(strict=True, raises=IndexError, reason=_DLC_BIG_INT)
-def test_dlc_csv_integer_past_int64_is_a_data_error(dlc_base, tmp_path):
-    """The minimal failing input of ``test_dlc_csv``."""
+def test_dlc_csv_integer_past_int64_is_a_data_error(tmp_path):
+    """The minimal failing input of ``test_dlc_csv``, as a plain unit test."""
     from affectlab.data.dlc import MouseDataError, read_dlc
 
-    lines = dlc_base["pose.csv"].decode().split("\n")
-    cells = lines[3].split(",")
-    cells[0] = "99999999999999999999999"  # the frame number of the first data row
-    lines[3] = ",".join(cells)
     path = tmp_path / "videoDLC_resnet50.csv"
-    path.write_text("\n".join(lines))
+    path.write_bytes(_DLC_BIG_INT_CSV)
     with pytest.raises(MouseDataError, match="videoDLC_resnet50.csv"):
         read_dlc(path)
 

@@ -530,9 +530,10 @@ def _read_npz(path: Path) -> GeneratedSamples:
         arrays = {name: z[name] for name in _NPZ_ARRAYS if name in z.files}
     for name, array in arrays.items():
         if array.ndim != _NPZ_ARRAYS[name] or array.dtype.kind not in "biuf":
-            raise InfantDataError(f"{path}: array {name!r} is {array.dtype} of shape {array.shape}; expected {_NPZ_ARRAYS[name]}-D numbers")
-    lengths = arrays["lengths"]
-    if lengths.dtype.kind not in "iu" or (lengths < 1).any() or lengths.sum() != len(arrays["pose"]) or len(arrays["keypoint"]) != len(arrays["pose"]):
+            expected = f"expected {_NPZ_ARRAYS[name]}-D numbers"
+            raise InfantDataError(f"{path}: array {name!r} is {array.dtype} of shape {array.shape}; {expected}")
+    lengths, n_frames = arrays["lengths"], len(arrays["pose"])
+    if lengths.dtype.kind not in "iu" or (lengths < 1).any() or lengths.sum() != n_frames or len(arrays["keypoint"]) != n_frames:
         raise InfantDataError(
             f"{path}: 'lengths' must be positive frame counts summing to the {len(arrays['pose'])} pose and "
             f"{len(arrays['keypoint'])} keypoint frames, got {lengths.tolist()[:10]}"
