@@ -56,6 +56,7 @@ import io
 import json
 import multiprocessing
 import pickle
+import re
 import shutil
 import sys
 import tempfile
@@ -295,8 +296,6 @@ def mutated_bytes(draw, data: bytes, max_ops: int = 4) -> bytes:
 @st.composite
 def mutated_text(draw, text: str, max_ops: int = 4, ops: tuple[str, ...] = _TEXT_OPS) -> bytes:
     """``text`` after 1..``max_ops`` text edits, encoded (mostly UTF-8), then maybe byte edits."""
-    import re
-
     s = text
     for _ in range(draw(st.integers(1, max_ops))):
         op = draw(st.sampled_from(ops))
