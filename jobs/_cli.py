@@ -8,7 +8,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Show a default only where the option has its own; the others come from a preset."""
 
     def _get_help_string(self, action):
-        if action.default in (None, False):
+        if action.default in (None, False, []):
             return action.help
         return super()._get_help_string(action)
 
@@ -39,7 +39,11 @@ def add_output_options(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in OUTPUT (refused otherwise)")
 
 
-PATH_OPTIONS = ("data_dir", "output", "pretrained_checkpoint", "weights_path", "split_csv", "storage", "space")
+PATH_OPTIONS = (
+    "data_dir", "output", "storage", "space", "pretrained_checkpoint", "weights_path", "split_csv",  # pain, sweeps
+    "prior_checkpoint", "pred_checkpoint", "flame_dir", "hubert_path",  # probtalk3d
+    "init_recognizer", "init_cvae",  # infant
+)  # fmt: skip
 
 
 def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:

@@ -90,9 +90,6 @@ def fail(message: str):
 def main(argv: list[str] | None = None) -> Path:
     """Run the job; returns the path of metrics.json."""
     args = resolve_paths(parser().parse_args(argv))  # absolute: Train workers change directory
-    for name in ("prior_checkpoint", "pred_checkpoint", "flame_dir", "hubert_path"):
-        if getattr(args, name):
-            setattr(args, name, str(Path(getattr(args, name)).expanduser().resolve()))
     stages = list(STAGES) if args.stage == "all" else [args.stage]
     if args.stage == "pred" and not args.prior_checkpoint:
         fail("--stage pred needs --prior-checkpoint (the prior/ directory of a stage-1 run)")

@@ -13,6 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import yaml
+
 from _cli import HelpFormatter, add_cluster_options, cluster_values, resolve_paths
 
 from affectlab.ray_utils import init_ray
@@ -21,9 +23,23 @@ from affectlab.tune.sweep import SweepError, run_sweep
 from affectlab.workloads import get_workload, workload_names
 
 
+def settings(pairs: list[str]) -> dict:
+    """``--set FIELD=VALUE`` pairs: values read as YAML; those naming an existing path, made absolute."""
+    out = {}
+    for pair in pairs:
+        field, sep, text = pair.partition("=")
+        if not sep or not field:
+            sys.exit(f"error: --set expects FIELD=VALUE, got {pair!r}")
+        value = yaml.safe_load(text) if text else ""
+        if isinstance(value, str) and "://" not in value and Path(value).expanduser().exists():
+            value = str(Path(value).expanduser().resolve())
+        out[field] = value
+    return out
+
+
 # Settings that make a model paper-sized; a space that fixes them away from the synthetic
 # preset is made for a GPU cluster.
-SIZE_FIELDS = ("backbone", "image_size", "hidden", "window")
+SIZE_FIELDS = ("backbone", "image_size", "hidden", "window", "preset")
 
 
 def main(argv=None) -> None:
@@ -43,6 +59,8 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of Optuna's sampler")
     p.add_argument("--grace-period", type=int, default=2, help="ASHA: epochs every trial trains before it can be stopped")
     p.add_argument("--reduction-factor", type=float, default=2, help="ASHA: keep the best 1/factor at each rung")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="a config value every trial starts from (repeatable; YAML values; paths resolved), e.g. prior_checkpoint=runs/p3d/prior")
     p.add_argument("--allow-paper-scale", action="store_true", help="with --synthetic: run a space whose fixed settings replace the small synthetic preset (paper-size models need a GPU cluster)")
     add_cluster_options(p, wandb_help="Weights & Biases tracking of every trial")
     args = resolve_paths(p.parse_args(argv))
@@ -68,7 +86,7 @@ def main(argv=None) -> None:
             workload.synthetic_config(data_dir, write=True)
     else:
         base = {"data_dir": args.data_dir}
-    base.update(cluster_values(args))
+    base.update(cluster_values(args), **settings(args.set))
 
     cfg = workload.make_config({**base, **space.fixed})
     n_folds = workload.n_folds(cfg)  # also checks the data files before anything runs
