@@ -21,7 +21,7 @@ UNBC HDF5, keys deleted/renamed/retyped/reshaped    UNBCDataError               
 MP4 + AVI, windows (``iter_video_windows``)         MouseDataError                      80
 MP4 + AVI, serving (``probe_video`` + windows)      BadInput 4xx / MouseDataError       80
 MP4 + AVI, training (``read_video_frames``)         MouseDataError                      60
-DLC CSV (``read_dlc`` + interpolation)              MouseDataError (xfail, data/dlc)    80
+DLC CSV (``read_dlc`` + interpolation)              MouseDataError                      80
 DLC H5, table + fixed format (``read_dlc``)         MouseDataError                      100
 WAV, bytes and header fields (``read_wav``)         AudioError                          150
 3DMEAD .npy + .wav (``read_sequence``)              MeadDataError / AudioError          100
@@ -678,12 +678,6 @@ def _with_cell(text: str, line: int, cell: int, value: str) -> bytes:
 _DLC_CSV = _dlc_table().to_csv()  # in memory: the CSV fuzz's strategy is built from it at import
 # The minimal failing input: the first data row's frame number past int64.
 _DLC_BIG_INT_CSV = _with_cell(_DLC_CSV, 3, 0, "99999999999999999999999")
-_DLC_BIG_INT = (
-    "data/dlc.py _read_csv (owner: the DLC helper) raises IndexError instead of MouseDataError for the DLC CSV "
-    "whose first data row has the frame number 99999999999999999999999 (an integer past int64; the explicit "
-    "example of test_dlc_csv, found by it): pandas reads the column as Python ints, pd.to_numeric converts "
-    "them without a NaN, so the search for the offending row finds none"
-)
 
 
 @pytest.fixture(scope="module")
@@ -694,8 +688,7 @@ def dlc_base(tmp_path_factory) -> Samples:
     return Samples({name: (d / name).read_bytes() for name in ("table.h5", "fixed.h5")})
 
 
-@pytest.mark.xfail(strict=True, reason=_DLC_BIG_INT)
-@fuzz(80, shrink=False)
+@fuzz(80)
 @given(raw=csv_mutations(_DLC_CSV))
 @example(raw=_DLC_BIG_INT_CSV)
 def test_dlc_csv(raw, sandbox, tmp_path_factory):
@@ -707,9 +700,9 @@ def test_dlc_csv(raw, sandbox, tmp_path_factory):
         sandbox.check((MouseDataError,), _read_dlc, str(path))
 
 
-@pytest.mark.xfail(strict=True, raises=IndexError, reason=_DLC_BIG_INT)
 def test_dlc_csv_integer_past_int64_is_a_data_error(tmp_path):
-    """The minimal failing input of ``test_dlc_csv``, as a plain unit test."""
+    """The minimal failing input ``test_dlc_csv`` found (pandas keeps integers past int64 as
+    Python ints; the frame-index check then names the bad frame)."""
     from affectlab.data.dlc import MouseDataError, read_dlc
 
     path = tmp_path / "videoDLC_resnet50.csv"

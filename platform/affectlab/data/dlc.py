@@ -339,13 +339,18 @@ def _read_csv(path: Path) -> PoseTable:
         raise MouseDataError(f"{path}: malformed CSV rows ({type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]})") from None
     if data.shape[1] != 1 + len(columns):
         raise MouseDataError(f"{path}: rows have {data.shape[1]} cells, the header {1 + len(columns)}")
+    numeric = []
     for j in range(data.shape[1]):
-        if data.dtypes.iloc[j].kind not in _NUMERIC:
-            column = pd.to_numeric(data.iloc[:, j], errors="coerce")
-            r = int(np.flatnonzero(column.isna() & data.iloc[:, j].notna())[0])
-            what = "frame number" if j == 0 else f"column {columns[j - 1]}"
-            raise MouseDataError(f"{path}: data row {r} has {str(data.iloc[r, j])[:40]!r} as its {what}, expected a number")
-    values = data.to_numpy(np.float64)
+        column = data.iloc[:, j]
+        if column.dtype.kind not in _NUMERIC:  # text, or numbers pandas keeps as objects (integers past int64)
+            converted = pd.to_numeric(column, errors="coerce")
+            bad = np.flatnonzero(converted.isna() & column.notna())
+            if len(bad):
+                what = "frame number" if j == 0 else f"column {columns[j - 1]}"
+                raise MouseDataError(f"{path}: data row {bad[0]} has {str(column.iloc[bad[0]])[:40]!r} as its {what}, expected a number")
+            column = converted
+        numeric.append(column.to_numpy(np.float64))
+    values = np.column_stack(numeric)
     return PoseTable(path, names, columns, values[:, 1:], values[:, 0])
 
 
