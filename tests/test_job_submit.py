@@ -89,5 +89,19 @@ def test_cv_job_submitted_to_a_ray_start_head(python_without_affectlab, tmp_path
         assert (out / "fold_0" / "model.safetensors").is_file() and (out / "report.html").is_file()
         assert not (home / ".ray" / "auth_token").exists()  # the token came from the environment
     finally:
-        subprocess.run(ray_cli + ["stop", "--force"], env=env, capture_output=True, timeout=120)
+        stop_cluster(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def stop_cluster(temp_dir: str) -> None:
+    """Kill this test's Ray processes only: ``ray stop`` would kill every Ray instance on the
+    machine, the suite's own session cluster included. They all name their temp dir."""
+    import psutil
+
+    mine = [p for p in psutil.process_iter(["cmdline"]) if any(temp_dir in part for part in p.info["cmdline"] or ())]
+    for process in mine:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(mine, timeout=30)
