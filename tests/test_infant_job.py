@@ -155,7 +155,7 @@ def test_grouped_two_fold_cv_of_the_recognizer(ray_cluster, tmp_path):
     import infant
 
     out = tmp_path / "cv"
-    m = json.loads(infant.main(["--synthetic", "--cv", "2", "--recognizer-epochs", "2", "--output", str(out), "--wandb", "off"]).read_text())
+    m = json.loads(infant.main(["--synthetic", "--cv", "2", "--recognizer-epochs", "1", "--output", str(out), "--wandb", "off"]).read_text())
     folds = m["cv"]["folds"]
     assert [f["fold"] for f in folds] == [0, 1] and sum(f["n_test"] for f in folds) == m["data"]["files"]["train"]["clips"]
     s = m["cv"]["summary"]["test_accuracy"]

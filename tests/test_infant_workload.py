@@ -91,12 +91,15 @@ def test_every_preset_builds_every_stage(tmp_path):
     assert InfantConfig(**preset_values("tiny", "recognizer")).select_metric == "val_loss"
 
 
-def test_stage_plan():
+def test_stage_plan(tmp_path):
     assert stage_plan(None, {}) == list(STAGES)
     assert stage_plan(None, {"init_recognizer": "r"}) == ["cvae", "refine", "final", "eval"]
     assert stage_plan("final", {"synthetic_samples": "s"}) == ["final"]
     given = {"init_recognizer": "r", "final_recognizer": "f", "init_cvae": "g"}
-    assert stage_plan("eval", given) == ["eval"] and given["synthetic_samples"] == "g"  # a refine checkpoint holds its samples
+    assert stage_plan("eval", given) == ["eval"] and "synthetic_samples" not in given  # a cvae checkpoint has no samples
+    write_generated_samples(tmp_path / "generated_samples.npz", GeneratedSamples([], [], [], []))
+    given = {"init_recognizer": "r", "final_recognizer": "f", "init_cvae": str(tmp_path)}
+    assert stage_plan("eval", given) == ["eval"] and given["synthetic_samples"] == str(tmp_path)  # a refine checkpoint holds its samples
     with pytest.raises(ValueError, match="--stage refine needs --init-recognizer, --init-cvae"):
         stage_plan("refine", {})
     with pytest.raises(ValueError, match="belong to --stage runs"):

@@ -153,10 +153,10 @@ PRESETS = {
         # Recognisers select on validation cross-entropy: the synthetic validation accuracy
         # reaches 1.0 within a few epochs, and selecting on it keeps that early epoch, whose
         # batch-norm statistics have not settled and whose softmax is far from confident.
-        "recognizer": {"epochs": 15, "lr": 1e-2, "select_metric": "val_loss", "select_mode": "min"},
-        "cvae": {"epochs": 30, "lr": 6e-3},
+        "recognizer": {"epochs": 10, "lr": 1e-2, "select_metric": "val_loss", "select_mode": "min"},
+        "cvae": {"epochs": 20, "lr": 1e-2},
         "refine": {"epochs": 8, "round_every": 2, "finetune_epochs": 3, "lr": 1e-3},
-        "final": {"epochs": 15, "lr": 1e-2, "select_metric": "val_loss", "select_mode": "min"},
+        "final": {"epochs": 10, "lr": 1e-2, "select_metric": "val_loss", "select_mode": "min"},
         "eval": {},
     },
 }  # fmt: skip
@@ -196,6 +196,10 @@ class InfantWorkload(WorkloadDefaults):
 
     def make_config(self, values: dict | None = None) -> InfantConfig:
         return make_config(InfantConfig, values)
+
+    def __getstate__(self) -> dict:
+        # the body-model layers cached by joints_fn stay in the process that built them
+        return {k: v for k, v in self.__dict__.items() if k != "_joints"}
 
     # -- data ---------------------------------------------------------------------------
     def synthetic_config(self, data_dir, write: bool = True) -> dict:

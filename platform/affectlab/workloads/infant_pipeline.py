@@ -16,6 +16,7 @@ Output layout (``DIR``)::
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import numpy as np
 from affectlab.train.checkpoint import write_json
 from affectlab.train.outputs import publish
 from affectlab.train.run import fit
-from affectlab.workloads.infant import STAGES, read_infant_config
+from affectlab.workloads.infant import GENERATED_FILE, STAGES, read_infant_config, synthetic_samples_path
 
 MANIFEST_FILE = "models.json"
 # the checkpoint fields each stage reads, and the earlier stage that fills each in a full run
@@ -49,8 +50,9 @@ def stage_plan(stage: str | None, given: dict[str, str]) -> list[str]:
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
         missing = [name for name in REQUIRED_INPUTS.get(stage, ()) if not given.get(name)]
-        if stage == "eval" and not given.get("synthetic_samples") and given.get("init_cvae"):
-            given["synthetic_samples"] = given["init_cvae"]  # a refine checkpoint holds its samples
+        init_cvae = given.get("init_cvae")
+        if stage == "eval" and not given.get("synthetic_samples") and init_cvae and (Path(init_cvae) / GENERATED_FILE).is_file():
+            given["synthetic_samples"] = init_cvae  # a refine checkpoint holds its samples
         if missing:
             raise ValueError(f"--stage {stage} needs {', '.join('--' + m.replace('_', '-') for m in missing)}")
         return [stage]
@@ -65,11 +67,15 @@ def stage_plan(stage: str | None, given: dict[str, str]) -> list[str]:
 def check_inputs(given: dict[str, str]) -> None:
     """Every checkpoint given exists and is an infant checkpoint (before Ray starts)."""
     for name, path in given.items():
-        if name == "synthetic_samples" and not Path(path).is_dir():
-            if not Path(path).is_file():
-                raise ValueError(f"--synthetic-samples {path}: no such file or refine checkpoint directory")
+        if name == "synthetic_samples":
+            if not synthetic_samples_path(path).is_file():
+                raise ValueError(f"--synthetic-samples {path}: no generated-samples file (.npz / .npy) or refine checkpoint directory with {GENERATED_FILE}")
             continue
         read_infant_config(path)
+
+
+def is_checkpoint(path) -> bool:
+    return Path(path).is_dir() and (Path(path) / "config.json").is_file()
 
 
 def run_stage(workload, cfg, output: Path, run_name: str, storage: str | None = None, callbacks=()) -> Path:
@@ -107,10 +113,12 @@ def run_pipeline(
                 inputs[field] = str(value)
         cfg = workload.make_config({**stage_values[stage], **inputs})
         print(f"\n== stage {stage}: {cfg.epochs} epoch(s)" + "".join(f", {k}={v}" for k, v in inputs.items()), flush=True)
+        started = time.perf_counter()
         paths[stage] = run_stage(workload, cfg, output, run_name, storage, callbacks(stage))
-    if len(stages) == 1:
+        print(f"== stage {stage} finished in {time.perf_counter() - started:.0f} s: {paths[stage]}", flush=True)
+    if len(stages) == 1:  # the checkpoints a stage alone read count as the run's (a samples file does not)
         for field, source in STAGE_INPUTS[stages[0]].items():
-            if source and given.get(field) and source not in paths:
+            if source and given.get(field) and source not in paths and is_checkpoint(given[field]):
                 paths[source] = Path(given[field])
     return paths
 
