@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 # The flagship job on the embedded default: a local Ray instance and synthetic UNBC data.
 demo: $(STAMP)
-	$(BIN)/python jobs/unbc_cv.py --synthetic --output runs/demo_unbc_cv
+	$(BIN)/python jobs/unbc_cv.py --synthetic --output runs/demo_unbc_cv --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
