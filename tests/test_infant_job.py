@@ -3,7 +3,6 @@ job's defaults (shared by the tests of this module), one stage run alone from th
 checkpoints, and the recogniser's grouped 2-fold CV, all on the session's Ray cluster."""
 
 import json
-from dataclasses import asdict
 
 import numpy as np
 import pytest

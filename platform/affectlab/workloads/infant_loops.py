@@ -67,7 +67,7 @@ from affectlab.train.custom import (
     world,
 )
 from affectlab.train.loop import cosine_factor
-from affectlab.workloads.infant import GENERATED_FILE, load_infant_weights, read_infant_config
+from affectlab.workloads.infant import GENERATED_FILE, InfantWorkload, load_infant_weights, read_infant_config
 
 RECOGNIZER_FILE = "recognizer.safetensors"  # the refined recogniser, beside the generator's model.safetensors
 REFINEMENT_FILE = "refinement.json"  # init fingerprints, every round, every epoch
@@ -83,8 +83,6 @@ def _one_worker(stage: str) -> None:
 
 def load_split(name: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """A whole (small) dataset as ACTOR tensors on ``device``: x (N, J, F, T), y (N,)."""
-    from affectlab.workloads.infant import InfantWorkload
-
     xs, ys = [], []
     for batch in ray.train.get_dataset_shard(name).iter_torch_batches(batch_size=512, device="cpu"):
         x, y = InfantWorkload.inputs(batch)

@@ -112,7 +112,8 @@ def run_pipeline(
             if value:
                 inputs[field] = str(value)
         cfg = workload.make_config({**stage_values[stage], **inputs})
-        print(f"\n== stage {stage}: {cfg.epochs} epoch(s)" + "".join(f", {k}={v}" for k, v in inputs.items()), flush=True)
+        size = f"{cfg.eval_seeds} recogniser seed(s), {cfg.generation_seeds} generated set(s)" if stage == "eval" else f"{cfg.epochs} epoch(s)"
+        print(f"\n== stage {stage}: {size}" + "".join(f", {k}={v}" for k, v in inputs.items()), flush=True)
         started = time.perf_counter()
         paths[stage] = run_stage(workload, cfg, output, run_name, storage, callbacks(stage))
         print(f"== stage {stage} finished in {time.perf_counter() - started:.0f} s: {paths[stage]}", flush=True)
