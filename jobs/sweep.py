@@ -76,8 +76,8 @@ def main(argv=None) -> None:
         base = workload.synthetic_config(data_dir, write=False)
         bigger = {k: v for k, v in space.fixed.items() if k in SIZE_FIELDS and k in base and base[k] != v}
         if bigger and not args.allow_paper_scale:
-            settings = ", ".join(f"{k}={v}" for k, v in bigger.items())
-            sys.exit(f"error: {args.space} replaces the synthetic preset's {settings}: a paper-scale run, made for a "
+            replaced = ", ".join(f"{k}={v}" for k, v in bigger.items())
+            sys.exit(f"error: {args.space} replaces the synthetic preset's {replaced}: a paper-scale run, made for a "
                      f"GPU cluster. On a laptop use the _tiny space (e.g. search_spaces/{Path(args.space).stem}_tiny.yaml), "
                      "or pass --allow-paper-scale to run it anyway")  # fmt: skip
         if bigger:

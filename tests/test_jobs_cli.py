@@ -63,3 +63,13 @@ def test_a_paper_scale_space_on_synthetic_data_is_refused_before_ray_starts(tmp_
     assert "backbone=large" in proc.stderr and "search_spaces/vitpain_tiny.yaml" in proc.stderr and "--allow-paper-scale" in proc.stderr
     assert "Started a local Ray instance" not in proc.stderr
     assert not (tmp_path / "sweep" / "data").exists()  # nothing written either
+
+
+def test_the_sweep_job_reads_set_values_and_checks_the_data_before_ray_starts(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "jobs" / "sweep.py"), "--workload", "pain", "--space", str(ROOT / "search_spaces" / "vitpain_tiny.yaml"),
+         "--data-dir", str(tmp_path / "nope"), "--set", "seed=3", "--output", str(tmp_path / "sweep")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode != 0 and f"UNBC data directory {tmp_path / 'nope'} does not exist" in proc.stderr
+    assert "UnboundLocalError" not in proc.stderr and "Started a local Ray instance" not in proc.stderr
