@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-reliability bench clean
 
 setup: $(STAMP)
 
@@ -19,7 +19,12 @@ demo: $(STAMP)
 	$(BIN)/python jobs/unbc_cv.py --synthetic --output runs/demo_unbc_cv --overwrite
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests -m "not reliability"
+
+# Killed workers, lost nodes, killed drivers, full disks, crashed replicas and a soak
+# (docs/reliability.md): minutes of real faults on a local multi-node cluster.
+test-reliability: $(STAMP)
+	$(BIN)/python -m pytest tests -m reliability
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py --output bench/results/bench.json
