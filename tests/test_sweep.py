@@ -154,6 +154,7 @@ def _runs_mid_training(storage: Path) -> set[str]:
     return {d.name.split("-")[1] for d in runs if any(d.glob("epoch_*")) and not (d / "final").exists()}
 
 
+@pytest.mark.reliability  # a killed driver and its cluster: minutes (make test-reliability)
 def test_resume_after_the_driver_is_killed_does_not_rerun_finished_trials(unbc_dir, tmp_path):
     """The job starts its own local Ray. Kill it (driver and cluster) once a trial has
     finished and another is mid-training; ``--resume`` then finishes the sweep: finished
