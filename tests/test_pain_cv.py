@@ -89,24 +89,27 @@ def test_two_workers_train_with_ddp(ray_cluster, tiny_pain_config, tmp_path):
     assert result.metrics["final"] and np.isfinite(result.metrics["val_pearson"])
 
 
-def test_three_stages_with_relative_paths_carry_the_weights(ray_cluster, tmp_path, monkeypatch):
+def test_three_stages_with_relative_paths_carry_the_weights(ray_cluster, pain3d_dir, unbc_dir, tmp_path, monkeypatch):
     """The README's stage 1 → 2 → 3 commands, run from a working directory with relative
-    paths: the stage-1 weights must really reach stages 2 and 3 (Train workers run in
-    other directories, so an unresolved relative path would silently load nothing)."""
+    paths (data included): the stage-1 weights must really reach stages 2 and 3 (Train
+    workers run in other directories, so an unresolved relative path would load nothing)."""
     import pain3d_pretrain
     import unbc_production
     from safetensors.numpy import load_file
 
     monkeypatch.chdir(tmp_path)
-    common = ["--epochs", "1", "--cpus-per-worker", "0.5"]
-    pain3d_pretrain.main(["--synthetic", "--output", "runs/pain3d", "--wandb", "offline", *common])
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "pain_faces").symlink_to(pain3d_dir)
+    (tmp_path / "data" / "unbc").symlink_to(unbc_dir)
+    common = ["--preset", "tiny", "--epochs", "1", "--cpus-per-worker", "0.5"]
+    pain3d_pretrain.main(["--data-dir", "data/pain_faces", "--output", "runs/pain3d", "--wandb", "offline", *common])
     m1 = json.loads((tmp_path / "runs/pain3d/metrics.json").read_text())
     assert {"val_mae", "test_mae", "test_pearson"} <= set(m1)
     assert m1["config"]["w_au"] == 1.0 and m1["config"]["select_metric"] == "val_mae"  # the stage-1 recipe
     assert list((tmp_path / "runs/pain3d/wandb").glob("**/offline-run-*")), "offline tracking wrote no run"
 
     # stage 2 with a frozen backbone: its backbone weights must be stage 1's, bit for bit
-    unbc_cv.main(["--synthetic", "--output", "runs/cv", "--folds", "0", "--finetune", "frozen", "--wandb", "offline",
+    unbc_cv.main(["--data-dir", "data/unbc", "--output", "runs/cv", "--folds", "0", "--finetune", "frozen", "--wandb", "offline",
                   "--pretrained-checkpoint", "runs/pain3d/checkpoint", *common])  # fmt: skip
     m2 = json.loads((tmp_path / "runs/cv/metrics.json").read_text())
     assert m2["pretrained_checkpoint"]["path"] == str(tmp_path / "runs/pain3d/checkpoint")
@@ -117,7 +120,7 @@ def test_three_stages_with_relative_paths_carry_the_weights(ray_cluster, tmp_pat
     assert frozen and all(np.array_equal(stage1[k], stage2[k]) for k in frozen)
     assert list((tmp_path / "runs/cv/wandb").glob("**/offline-run-*")), "Tune's offline tracking wrote no run"
 
-    unbc_production.main(["--synthetic", "--output", "runs/prod", "--wandb", "off",
+    unbc_production.main(["--data-dir", "data/unbc", "--output", "runs/prod", "--wandb", "off",
                           "--pretrained-checkpoint", "runs/pain3d/checkpoint", *common])  # fmt: skip
     m3 = json.loads((tmp_path / "runs/prod/metrics.json").read_text())
     assert {"val_mae", "val_pearson", "train_eval_mae"} <= set(m3) and "test_mae" not in m3
