@@ -12,6 +12,7 @@ import ray
 # The source root (`platform/`): where `affectlab` lives when it is not installed.
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 _JOB_CONFIG = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by the job manager for submitted drivers
+HEALTH_CHECK_INTERVAL = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 
 
 def quiet_train_pg_cleaner() -> None:
@@ -38,6 +39,10 @@ def runtime_env() -> dict:
         "env_vars": {
             "PYTHONPATH": "platform" if in_working_dir else str(SOURCE_ROOT),
             "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
+            # Train's controller takes one report per poll of its workers, so every
+            # `ray.train.report` after the first waits up to this long (2 s by default):
+            # on the short epochs of small models that doubled the run time.
+            HEALTH_CHECK_INTERVAL: os.environ.get(HEALTH_CHECK_INTERVAL, "0.1"),
         },
         "worker_process_setup_hook": "affectlab.ray_utils.quiet_train_pg_cleaner",
     }
