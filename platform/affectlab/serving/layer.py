@@ -27,6 +27,7 @@ import asyncio
 import base64
 import binascii
 import hmac
+import ipaddress
 import json
 import logging
 import os
@@ -34,6 +35,7 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, Protocol
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -47,7 +49,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 import affectlab
 from affectlab.serving.registry import ModelEntry, ModelRegistry, UnknownModel
 
-TOKEN_ENV = "AFFECTLAB_API_TOKEN"  # set → every API route needs "Authorization: Bearer <token>"
+TOKEN_ENV = "AFFECTLAB_API_TOKEN"  # set where the ingress runs → every API route needs "Authorization: Bearer <token>"
 MAX_UPLOAD_ENV = "AFFECTLAB_MAX_UPLOAD_MB"
 DEFAULT_MAX_UPLOAD_MB = 10.0
 MAX_MODELS_PER_REPLICA = 8  # an ensemble plus its folds fit at once
@@ -318,19 +320,14 @@ def make_ingress(predictors: "Predictor | Sequence[Predictor]"):
     @serve.deployment(max_ongoing_requests=256)
     @serve.ingress(app)
     class Ingress:
-        def __init__(self, models: list, registries: list[ModelRegistry], max_upload_bytes: list[int], api_token: str | None = None):
+        async def __init__(self, models: list, registries: list[ModelRegistry], max_upload_bytes: list[int], auth: "AuthSettings"):
             # route → (predictor, model handle, registry, upload limit)
             self.routes = {p.route: (p, m, r, b) for p, m, r, b in zip(predictors, models, registries, max_upload_bytes)}
-            self.token = api_token or os.environ.get(TOKEN_ENV) or None
-            if not self.token:
-                logger.warning("%s is not set: the %s API is open to anyone who can reach it", TOKEN_ENV, predictor.workload)
+            # the token is read here, at replica start, never passed in: Serve stores init arguments
+            self.auth = ApiAuth(predictor.workload, auth, await serve_http_host())
 
         def authorize(self, request: Request) -> None:
-            if not self.token:
-                return
-            scheme, _, given = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token.encode()):
-                raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+            self.auth.check(request)
 
         def per_route(self, answer) -> dict:
             """``answer(predictor, model, registry)`` for the one route, else ``{route: answer}``."""
@@ -401,6 +398,109 @@ def _with_layer_responses(openapi: dict) -> dict:
     return {**openapi, "responses": {**LAYER_RESPONSES, **openapi.get("responses", {})}}
 
 
+# -- auth ----------------------------------------------------------------------------------
+_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"}
+
+
+class OpenAPIRefused(RuntimeError):
+    """The ingress would answer without a token where other machines can reach it."""
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether Serve's ``http_options.host`` takes connections from this machine only.
+    Unknown (``None``), ``0.0.0.0``, ``::``, interface addresses and other host names are
+    reachable from elsewhere: the check fails closed."""
+    if not host:
+        return False
+    host = host.strip().strip("[]").lower()
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
+async def serve_http_host() -> str | None:
+    """The address Serve's HTTP proxies listen on (``http_options.host``), asked of the
+    Serve controller; ``None`` when it cannot be asked. No public API answers this inside a
+    replica (``serve.status()`` omits the HTTP options; the REST API's
+    ``ServeInstanceDetails.http_options`` needs the dashboard), so this uses the controller
+    client that ``serve.start``/``serve.status`` use."""
+    from ray.serve.context import _get_global_client
+
+    try:
+        client = await asyncio.to_thread(_get_global_client)
+        return client.http_config.host
+    except Exception as e:  # treated as reachable from elsewhere (is_loopback(None) is False)
+        logger.warning("could not ask the Serve controller for its HTTP host (%s: %s)", type(e).__name__, e)
+        return None
+
+
+def read_api_token(token_file: str = "") -> str | None:
+    """The bearer token: the contents of ``token_file`` when one is named, else
+    ``$AFFECTLAB_API_TOKEN`` of this process. Called where the ingress runs, at its start,
+    so that the token is never an argument Serve stores with the application."""
+    if not token_file:
+        return os.environ.get(TOKEN_ENV, "").strip() or None
+    try:
+        token = Path(token_file).read_text().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise OpenAPIRefused(f"token_file {token_file!r} cannot be read on this node ({getattr(e, 'strerror', None) or type(e).__name__})") from None
+    if not token:
+        raise OpenAPIRefused(f"token_file {token_file!r} is empty; it must hold the bearer token")
+    return token
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """What the ingress needs to set up its token check. Nothing here is secret: Serve keeps
+    it with the application's other arguments."""
+
+    token_file: str = ""  # a file holding the token (a mounted secret), read by the ingress
+    allow_open: bool = False  # the explicit opt-in to serve without a token on a reachable address
+    token_at_build: bool = False  # AFFECTLAB_API_TOKEN was set where the application was built
+
+
+class ApiAuth:
+    """The ingress's bearer-token check, set up once when the replica starts.
+
+    Without a token the API is open, which is refused (``OpenAPIRefused``, so the replica
+    never starts) when Serve listens on an address other machines can reach, unless the
+    application was given ``allow_open=true``; and refused as well when the token was set
+    where the application was built but is missing here, rather than serving open by
+    surprise. The token is compared in constant time and never logged."""
+
+    def __init__(self, workload: str, settings: AuthSettings, http_host: str | None):
+        self.token = read_api_token(settings.token_file)
+        where = f"Serve's HTTP host {http_host!r}" if http_host else "Serve's HTTP host (unknown)"
+        if self.token:
+            logger.info("the %s API needs a bearer token on every route but /healthz and the docs", workload)
+        elif settings.token_at_build:
+            raise OpenAPIRefused(
+                f"{TOKEN_ENV} was set where the {workload} application was built, but this ingress replica has no token: "
+                f"set {TOKEN_ENV} in the environment of the Ray processes that run the replicas (or give token_file=PATH)"
+            )
+        elif not is_loopback(http_host):
+            if not settings.allow_open:
+                raise OpenAPIRefused(
+                    f"refusing to serve the {workload} API without a token on {where}, which other machines can reach: "
+                    f"set {TOKEN_ENV} in the environment of the Ray processes that run the replicas (or give token_file=PATH), "
+                    f"bind http_options.host to 127.0.0.1, or pass allow_open=true to serve it open on purpose"
+                )
+            logger.warning("allow_open=true: the %s API is served without a token on %s", workload, where)
+        else:
+            logger.warning("%s is not set: the %s API is open to anyone on this machine (%s)", TOKEN_ENV, workload, where)
+
+    def check(self, request: Request) -> None:
+        """401 unless the request carries ``Authorization: Bearer <token>`` (when there is one)."""
+        if self.token is None:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token.encode()):
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+
 # -- the application -----------------------------------------------------------------------
 @dataclass
 class ServeOptions:
@@ -414,6 +514,8 @@ class ServeOptions:
     num_replicas: int = 1  # model replicas (the config file's autoscaling_config overrides)
     num_cpus: float = 1.0  # per model replica
     num_gpus: float = 0.0  # per model replica; the model runs on CUDA whenever it sees a GPU
+    token_file: str = ""  # a file holding the bearer token, read by the ingress at start (else its $AFFECTLAB_API_TOKEN)
+    allow_open: bool = False  # serve without a token even where other machines can reach Serve (explicit opt-in)
 
     @classmethod
     def from_args(cls, args: dict) -> "ServeOptions":
@@ -425,7 +527,10 @@ class ServeOptions:
         for name, value in args.items():
             kind = type(getattr(cls(), name))
             try:
-                values[name] = kind(value) if kind is not str else str(value)
+                if kind is bool:  # bool("false") is True
+                    values[name] = _flag_argument(value)
+                else:
+                    values[name] = kind(value) if kind is not str else str(value)
             except (TypeError, ValueError):
                 raise ValueError(f"serving argument {name}={value!r} is not a {kind.__name__}") from None
         options = cls(**values)
@@ -440,13 +545,23 @@ class ServeOptions:
         return int(mb * 1_000_000)
 
 
+def _flag_argument(value: "bool | str") -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text not in _TRUE | _FALSE:
+        raise ValueError(value)
+    return text in _TRUE
+
+
 def build_app(predictor: "Predictor | Sequence[Predictor]", args: dict) -> serve.Application:
     """Ingress → model deployment for ``predictor`` (or one per predictor of a list, each its
     own route), serving the directory in ``args`` (or a predictor's own ``checkpoint``).
 
-    The token is read from ``AFFECTLAB_API_TOKEN`` where the app is built (the ``serve
-    run`` process, or Serve's build task on the cluster) and, failing that, where the
-    ingress runs.
+    The bearer token is never an argument here (Serve stores those): the ingress reads it
+    when its replica starts, from ``token_file`` or its own ``AFFECTLAB_API_TOKEN``, and
+    refuses to start without one where other machines can reach Serve unless
+    ``allow_open`` (``ApiAuth``).
     """
     predictors = [predictor] if not isinstance(predictor, Sequence) else list(predictor)
     options = ServeOptions.from_args(args)
@@ -464,4 +579,5 @@ def build_app(predictor: "Predictor | Sequence[Predictor]", args: dict) -> serve
         registries.append(registry)
         upload_bytes.append(options.upload_bytes(getattr(p, "default_upload_mb", DEFAULT_MAX_UPLOAD_MB)))
     ingress = make_ingress(predictors).options(name=f"{name}Ingress", ray_actor_options={"num_cpus": 0.1})
-    return ingress.bind(models, registries, upload_bytes, os.environ.get(TOKEN_ENV))
+    auth = AuthSettings(options.token_file, options.allow_open, token_at_build=bool(os.environ.get(TOKEN_ENV, "").strip()))
+    return ingress.bind(models, registries, upload_bytes, auth)
