@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import affectlab
+from affectlab.train.outputs import disk_full_error, is_disk_full, partial_path
 
 MODEL_FILE, CONFIG_FILE, METRICS_FILE, STATE_FILE = "model.safetensors", "config.json", "metrics.json", "train_state.pt"
 
@@ -44,10 +46,27 @@ def _jsonable(value):
     return value
 
 
+def as_json(value):
+    """``value`` as it reads back from ``write_json`` (tuples → lists, NaN → None, keys → str)."""
+    return json.loads(json.dumps(_jsonable(value)))
+
+
 def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(_jsonable(data), indent=2, sort_keys=True))
-    tmp.replace(path)
+    """Write ``data`` as JSON to ``path`` atomically: a reader finds the old file or the new
+    one, never a part; on a full disk the old file stays and ``DiskFullError`` says so."""
+    path = Path(path)
+    tmp = partial_path(path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(json.dumps(_jsonable(data), indent=2, sort_keys=True))
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except BaseException as error:
+        tmp.unlink(missing_ok=True)
+        if isinstance(error, Exception) and is_disk_full(error):
+            raise disk_full_error(path, f"writing {path.name}", f"the previous {path.name} is kept" if path.exists() else "") from error
+        raise
 
 
 def save_checkpoint(directory: str | Path, state_dict: dict[str, torch.Tensor], workload: str, config: dict, metrics: dict) -> Path:

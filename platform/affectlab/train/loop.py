@@ -64,10 +64,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:  # resume: Ray restarted the workers, or the run was started again by name
         with checkpoint.as_directory() as d:
-            best_state, _, _ = read_checkpoint(d)
-            last = Path(d) / LAST_MODEL_FILE
-            model.load_state_dict(load_file(str(last)) if last.exists() else best_state)
-            state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
+            best_state, state = load_train_state(d, model)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, best_value = state["epoch"] + 1, state["best_value"]
@@ -178,8 +175,22 @@ def save_train_state(d, module, optimizer, scheduler, epoch: int, best_value, we
     the best ones), the optimizer and schedule, and where the run stood."""
     if not weights_are_best:
         save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, f"{d}/{LAST_MODEL_FILE}")
-    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch, "best_value": best_value}
+    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch, "best_value": best_value,
+             "latest_are_best": weights_are_best}  # fmt: skip
     torch.save(state, Path(d) / STATE_FILE)
+
+
+def load_train_state(d, model: torch.nn.Module) -> tuple[dict, dict]:
+    """Load a checkpoint's latest weights into ``model``; return (best weights, train state).
+
+    The state says where the latest weights are: a checkpoint directory written again after
+    a failed upload (a full disk) can still hold the failed attempt's ``last_model`` file."""
+    best_state, _, _ = read_checkpoint(d)
+    state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
+    last = Path(d) / LAST_MODEL_FILE
+    latest_are_best = state.get("latest_are_best", not last.exists())  # checkpoints before the key: by the file
+    model.load_state_dict(best_state if latest_are_best else load_file(str(last)))
+    return best_state, state
 
 
 def _epoch_line(epoch: int, epochs: int, metrics: dict, select: str) -> str:
