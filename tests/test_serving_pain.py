@@ -211,18 +211,15 @@ def cv_url(serve_url, cv_dir):
 
 
 @pytest.fixture(scope="module")
-def secure_url(serve_url, single_dir):
-    """One checkpoint behind a bearer token (read from the environment at build time)."""
+def secure_url(serve_url, single_dir, tmp_path_factory):
+    """One checkpoint behind a bearer token, which the ingress reads from a file at replica start."""
     from ray import serve
 
     from affectlab.serving.pain import build
 
-    old = os.environ.get("AFFECTLAB_API_TOKEN")
-    os.environ["AFFECTLAB_API_TOKEN"] = TOKEN
-    try:
-        app = build({"checkpoint": str(single_dir), "num_cpus": "0.25"})
-    finally:
-        os.environ.pop("AFFECTLAB_API_TOKEN") if old is None else os.environ.__setitem__("AFFECTLAB_API_TOKEN", old)
+    token_file = tmp_path_factory.mktemp("token") / "token"
+    token_file.write_text(TOKEN)
+    app = build({"checkpoint": str(single_dir), "num_cpus": "0.25", "token_file": str(token_file)})
     serve.run(app, name="pain_secure", route_prefix="/secure", blocking=False)
     yield f"{serve_url}/secure"
     serve.delete("pain_secure")
