@@ -39,6 +39,29 @@ def add_output_options(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in OUTPUT (refused otherwise)")
 
 
+def add_resume_option(p: argparse.ArgumentParser, what: str = "run") -> None:
+    """--resume: continue the interrupted run in OUTPUT (read back by ``parse_output_args``)."""
+    p.add_argument("--resume", action="store_true",
+                   help=f"continue the interrupted {what} in OUTPUT, started with the same options: what finished is kept, "
+                   "what was interrupted continues from its latest epoch checkpoint")  # fmt: skip
+
+
+def parse_output_args(p: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """Parse, make every path absolute (Train workers change directory) and claim OUTPUT:
+    a non-empty one only with --overwrite or --resume (exit status 2 otherwise)."""
+    from affectlab.train.outputs import OutputExistsError, claim_output
+
+    args = resolve_paths(p.parse_args(argv))
+    resume = getattr(args, "resume", False)
+    if resume and args.overwrite:
+        p.exit(2, "error: --resume continues the run in OUTPUT and --overwrite replaces it: give one of them\n")
+    try:
+        claim_output(args.output, args.overwrite, resume)
+    except OutputExistsError as e:
+        p.exit(2, f"error: {e}\n")
+    return args
+
+
 PATH_OPTIONS = (
     "data_dir", "output", "storage", "space", "pretrained_checkpoint", "weights_path", "split_csv",  # pain, sweeps
     "prior_checkpoint", "pred_checkpoint", "flame_dir", "hubert_path",  # probtalk3d

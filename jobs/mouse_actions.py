@@ -2,6 +2,7 @@
 
     python jobs/mouse_actions.py --synthetic --model multitask --output runs/mouse       # laptop demo
     python jobs/mouse_actions.py --data-dir /data/mice --model c3d_light --output runs/c3d --cv 5
+    python jobs/mouse_actions.py ...the same options... --resume      # after a --cv driver was interrupted
     ray job submit --working-dir . -- python jobs/mouse_actions.py --data-dir /data/mice --output /data/runs/mouse --gpu
 
 DATA_DIR holds Videos/*.mp4 (3 trials x 360 frames), Videos/<stem>DLC_*.csv|h5 (DeepLabCut
@@ -20,7 +21,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from _cli import HelpFormatter, add_cluster_options, add_output_options, cluster_values, given, resolve_paths
+from _cli import HelpFormatter, add_cluster_options, add_output_options, add_resume_option, cluster_values, given, resolve_paths
 
 from affectlab.constants.mouse import MODELS
 from affectlab.data.mouse import MouseDataError
@@ -49,6 +50,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=sorted(PRESETS), help="starting settings: 'paper' (the original multi-task recipe) or 'tiny' (a few minutes on a 2-core laptop; 64 px frames and 12 epochs for the video-only 3D CNNs); default: tiny with --synthetic, paper otherwise")
     p.add_argument("--cv", type=int, metavar="K", help="K folds grouped by animal, trained as parallel Ray Tune trials (default: one train/val/test split)")
     p.add_argument("--max-concurrent", type=int, help="with --cv: folds trained at once (default: as many as the cluster fits)")
+    add_resume_option(p, "--cv run")
     d = p.add_argument_group("data")
     d.add_argument("--window", type=int, help="training window length, frames")
     d.add_argument("--eval-window", type=int, help="validation/test window length, frames (tiled with half overlap)")
@@ -110,11 +112,15 @@ def main(argv: list[str] | None = None) -> Path:
     started = time.perf_counter()
     if args.data_dir and not Path(args.data_dir).is_dir():
         sys.exit(f"error: --data-dir {args.data_dir}: folder not found")
+    if args.resume and (args.overwrite or not args.cv):
+        sys.exit("error: --resume continues an interrupted --cv run in OUTPUT (same options, no --overwrite)")
     try:
-        output = claim_output(args.output, args.overwrite)
+        output = claim_output(args.output, args.overwrite, args.resume)
     except OutputExistsError as error:
         sys.exit(f"error: {error}")
-    if args.synthetic:
+    if args.synthetic and args.resume and (output / "data").is_dir():
+        data_dir = output / "data"  # the synthetic data the interrupted run trained on
+    elif args.synthetic:
         data_dir = write_synthetic_mouse(output / "data", n_animals=args.synthetic_animals, size=args.synthetic_size, seed=args.seed or 0)
     else:
         data_dir = Path(args.data_dir).resolve()
@@ -138,12 +144,22 @@ def main(argv: list[str] | None = None) -> Path:
     except (MouseDataError, ValueError) as error:
         sys.exit(f"error: {error}")
 
+    if args.resume:  # a run to continue, started with these options: checked before Ray starts
+        from affectlab.tune.cv import CVError, recorded_run
+
+        try:
+            recorded_run(output, workload, cfg, folds, args.storage)
+        except CVError as error:
+            sys.exit(f"error: {error}")
     init_ray()
     run_name = new_run_name(f"mouse-{cfg.model}")
     if args.cv:
-        from affectlab.tune.cv import run_cv
+        from affectlab.tune.cv import CVError, run_cv
 
-        results = run_cv(workload, cfg, folds, output, run_name, args.storage, args.wandb, args.max_concurrent)
+        try:
+            results = run_cv(workload, cfg, folds, output, run_name, args.storage, args.wandb, args.max_concurrent, resume=args.resume)
+        except CVError as error:
+            sys.exit(f"error: {error}")
         metrics, sequences = workload.summarize_cv(results)
         checkpoints = [r.checkpoint_dir for r in results]
         for fold_metrics, directory in zip(metrics["folds"], checkpoints):

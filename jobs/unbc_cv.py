@@ -2,15 +2,18 @@
 
     python jobs/unbc_cv.py --synthetic --output runs/cv          # laptop demo
     ray job submit --working-dir . -- python jobs/unbc_cv.py --data-dir /data/unbc --output /data/runs/cv --gpu
+    python jobs/unbc_cv.py ...the same options... --resume      # after the driver was interrupted
 
 Writes OUTPUT/metrics.json (per-fold and summary metrics), OUTPUT/report.html and each
 fold's selected checkpoint in OUTPUT/fold_<k>/.
 """
 
 import _bootstrap  # noqa: F401  (makes affectlab importable without installing it)
+import sys
 from pathlib import Path
 
 import _pain_args
+from _cli import add_resume_option, parse_output_args
 
 from affectlab.data.synthetic_pain import write_synthetic_unbc
 from affectlab.data.unbc import UNBC
@@ -18,7 +21,7 @@ from affectlab.ray_utils import init_ray
 from affectlab.report.pain import write_cv_report
 from affectlab.train.checkpoint import write_json
 from affectlab.train.outputs import new_run_name
-from affectlab.tune.cv import run_cv
+from affectlab.tune.cv import CVError, recorded_run, run_cv
 from affectlab.workloads import get_workload
 
 
@@ -27,10 +30,16 @@ def main(argv=None) -> None:
     p.add_argument("--protocol", choices=["5fold", "loso"], default="5fold", help="5fold: the fold-k groups of the folds file; loso: leave one subject out")
     p.add_argument("--folds", help="comma-separated fold numbers to run (default: all)")
     p.add_argument("--max-concurrent", type=int, help="folds trained at once (default: as many as the cluster fits)")
-    args = _pain_args.parse(p, argv)
+    add_resume_option(p, "cross-validation")
+    args = parse_output_args(p, argv)
 
     output = Path(args.output)
-    data_dir = Path(args.data_dir) if args.data_dir else write_synthetic_unbc(output / "data")
+    if args.data_dir:
+        data_dir = Path(args.data_dir)
+    elif args.resume and (output / "data").is_dir():
+        data_dir = output / "data"  # the synthetic data the interrupted run trained on
+    else:
+        data_dir = write_synthetic_unbc(output / "data")
     cfg = _pain_args.config(args, data_dir=str(data_dir), protocol=args.protocol, dataset="unbc")
     unbc = UNBC.open(data_dir, args.protocol)  # validates every file and key before any work
     folds = [int(f) for f in args.folds.split(",")] if args.folds else list(range(len(unbc.folds)))
@@ -40,9 +49,17 @@ def main(argv=None) -> None:
           f"{len(folds)} folds; {unbc.dropped_rows} annotation rows point past the last frame and were dropped")  # fmt: skip
 
     pretrained = _pain_args.check_pretrained(cfg)
-    init_ray()
     workload = get_workload("pain")
-    results = run_cv(workload, cfg, folds, output, new_run_name("unbc-cv"), args.storage, args.wandb, args.max_concurrent)
+    if args.resume:  # a run to continue, started with these options: checked before Ray starts
+        try:
+            recorded_run(output, workload, cfg, folds, args.storage)
+        except CVError as e:
+            sys.exit(f"error: {e}")
+    init_ray()
+    try:
+        results = run_cv(workload, cfg, folds, output, new_run_name("unbc-cv"), args.storage, args.wandb, args.max_concurrent, resume=args.resume)
+    except CVError as e:
+        sys.exit(f"error: {e}")
     metrics, predictions = workload.summarize_cv(results)
     metrics.update(config=vars(cfg), pretrained_checkpoint=pretrained)
     write_json(output / "metrics.json", metrics)

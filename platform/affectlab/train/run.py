@@ -8,6 +8,7 @@ checkpoint interrupted mid-upload is never taken for the latest.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pyarrow.fs
@@ -80,7 +81,13 @@ def _result(storage_path: str, name: str):
     run = f"{root.rstrip('/')}/{name}"
     if fs.get_file_info(f"{run}/{SNAPSHOT_FILE}").type != pyarrow.fs.FileType.File:
         return None
-    return ray.train.Result.from_path(run, storage_filesystem=fs)
+    manager_log = logging.getLogger("ray.train.v2._internal.execution.checkpoint.checkpoint_manager")
+    level = manager_log.level
+    manager_log.setLevel(logging.WARNING)  # reading a record is not resuming the run: no "snapshot found" notice
+    try:
+        return ray.train.Result.from_path(run, storage_filesystem=fs)
+    finally:
+        manager_log.setLevel(level)
 
 
 def latest_checkpoint_name(storage_path: str, name: str) -> str | None:
