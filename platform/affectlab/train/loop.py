@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+import threading
 import time
 import tokenize
 import zipfile
@@ -31,6 +32,7 @@ from affectlab.train.config import config_to_dict
 from affectlab.train.checkpoint import STATE_FILE, CheckpointError, read_checkpoint, save_checkpoint
 from affectlab.train.sampling import weighted_epoch
 
+PREFETCH_BATCHES = 1  # batches Ray Data fetches and formats ahead of the step, in a thread
 LAST_MODEL_FILE = "last_model.safetensors"
 PREDICTIONS_FILE = "predictions.npz"
 
@@ -75,7 +77,6 @@ def train_loop_per_worker(loop_config: dict) -> None:
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     train_shard = ray.train.get_dataset_shard("train")
     collate = workload.collate_fn(cfg)  # None: Ray's default tensors; sequences pad and mask here
-    shuffle_rows = cfg.shuffle_buffer or 4 * cfg.batch_size
 
     def predict(split: str) -> dict[str, np.ndarray]:
         module.eval()
@@ -83,20 +84,18 @@ def train_loop_per_worker(loop_config: dict) -> None:
         with torch.autocast(device.type, enabled=use_amp):
             return workload.predict(module, batches, cfg)
 
+    def begin_epoch(epoch: int) -> tuple[torch.Generator, NextEpoch]:
+        """The epoch's generator and its batches, the first one already being fetched."""
+        generator = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + epoch * world + rank)
+        return generator, NextEpoch(epoch_batches(train_shard, cfg, collate, device, epoch, generator))
+
+    upcoming = None
     for epoch in range(start_epoch, cfg.epochs):
         started = time.perf_counter()
         model.train()
-        generator = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + epoch * world + rank)
-        sums, steps = defaultdict(float), 0
-        # Ray Data re-runs the pipeline every epoch; the shuffle buffer and weighted draw are
-        # seeded per epoch, so each epoch sees another order and another draw.
-        batches = train_shard.iter_torch_batches(
-            batch_size=cfg.batch_size, device=device, local_shuffle_buffer_size=shuffle_rows,
-            local_shuffle_seed=cfg.seed * 1_000_003 + epoch, collate_fn=collate,
-        )  # fmt: skip
-        batches = weighted_epoch(batches, batch_size=cfg.batch_size, seed=cfg.seed, epoch=epoch, generator=generator)
-        if world > 1:
-            batches = lockstep(batches, device)
+        generator, batches = upcoming or begin_epoch(epoch)
+        sums, steps, rows = defaultdict(float), 0, 0
+        batches = Waited(lockstep(batches, device) if world > 1 else batches)
         for batch in batches:
             with torch.autocast(device.type, enabled=use_amp):
                 loss, terms = workload.train_step(model, batch, cfg, generator)
@@ -111,10 +110,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
             for k, v in terms.items():
                 sums[f"train_{k}"] += v
             steps += 1
+            rows += batch_rows(batch)
+        # the next epoch's pipeline starts while this one is validated and reported
+        upcoming = begin_epoch(epoch + 1) if epoch + 1 < cfg.epochs else None
         scheduler.step()
         metrics = {k: v / max(1, steps) for k, v in sums.items()}
-        metrics.update(epoch=epoch, lr=optimizer.param_groups[-1]["lr"], train_steps=steps,
-                       train_seconds=time.perf_counter() - started)  # fmt: skip
+        metrics.update(epoch=epoch, lr=optimizer.param_groups[-1]["lr"], train_steps=steps, train_rows=rows,
+                       train_seconds=time.perf_counter() - started, train_data_seconds=batches.seconds)  # fmt: skip
 
         if rank != 0:
             ray.train.report(metrics)  # a barrier: every rank reports as often as rank 0
@@ -147,14 +149,82 @@ def train_loop_per_worker(loop_config: dict) -> None:
         save_train_state(d, module, optimizer, scheduler, max(start_epoch, cfg.epochs) - 1, best_value, weights_are_best=False)
         module.load_state_dict(best_state)
         final = {"final": 1, f"best_{cfg.select_metric}": best_value}
-        arrays = {}
+        arrays, predicting = {}, time.perf_counter()
         for split in eval_splits:
             predictions = predict(split)
             final.update({f"{split}_{k}": v for k, v in workload.evaluate(predictions).items()})
             arrays.update({f"{split}/{k}": v for k, v in predictions.items()})
+        final["predict_seconds"] = time.perf_counter() - predicting
         save_checkpoint(d, best_state, workload.name, config_to_dict(cfg), final)
         np.savez(Path(d) / PREDICTIONS_FILE, **arrays)
         ray.train.report(final, checkpoint=ray.train.Checkpoint.from_directory(d), checkpoint_dir_name="final")
+
+
+def epoch_batches(shard, cfg, collate, device, epoch: int, generator: torch.Generator, prefetch_batches: int = PREFETCH_BATCHES):
+    """This worker's training batches of one epoch, as the loop steps through them.
+
+    Ray Data re-runs the pipeline every epoch; the shuffle buffer and the weighted draw are
+    seeded per epoch, so each epoch sees another order and another draw.
+    """
+    batches = shard.iter_torch_batches(
+        batch_size=cfg.batch_size, device=device, local_shuffle_buffer_size=cfg.shuffle_buffer or 4 * cfg.batch_size,
+        local_shuffle_seed=cfg.seed * 1_000_003 + epoch, collate_fn=collate, prefetch_batches=prefetch_batches,
+        pin_memory=device.type == "cuda",
+    )  # fmt: skip
+    return weighted_epoch(batches, batch_size=cfg.batch_size, seed=cfg.seed, epoch=epoch, generator=generator)
+
+
+class NextEpoch:
+    """An epoch's batches whose first one is fetched in a thread from the start.
+
+    Each epoch Ray Data starts its pipeline again, and the first batch takes ~0.5 s to
+    arrive (docs/performance.md): on short epochs most of a worker's wait for data. The
+    loop begins the next epoch as soon as one ends, so that start overlaps validation and
+    the checkpoint report. The generator is drawn from in the same order either way.
+    """
+
+    def __init__(self, batches):
+        self._batches, self._first, self._error = iter(batches), [], None
+        self._thread = threading.Thread(target=self._fetch_first, name="affectlab-next-epoch", daemon=True)
+        self._thread.start()
+
+    def _fetch_first(self) -> None:
+        try:
+            self._first.append(next(self._batches))
+        except StopIteration:
+            pass
+        except BaseException as error:  # noqa: BLE001 - raised again in the loop's thread
+            self._error = error
+
+    def __iter__(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        yield from self._first
+        yield from self._batches
+
+
+class Waited:
+    """Iterates ``batches``, summing the seconds spent waiting for each one in ``seconds``:
+    an epoch whose ``train_data_seconds`` is a large part of ``train_seconds`` is feed-bound."""
+
+    def __init__(self, batches):
+        self.batches, self.seconds = iter(batches), 0.0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        started = time.perf_counter()
+        try:
+            return next(self.batches)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+
+def batch_rows(batch) -> int:
+    """Rows in a batch: the length of its first column (a collate may return any mapping)."""
+    return len(next(iter(batch.values())))
 
 
 def lockstep(batches, device):
