@@ -12,7 +12,7 @@ from affectlab.constants import probtalk3d as C
 from affectlab.data import mead
 from affectlab.data.audio import audio_envelope
 from affectlab.data.sequences import SequenceCollate
-from affectlab.data.synthetic_mead import EMOTION_SIGNS, JAW_LAG_FRAMES, emotion_offset, write_synthetic_mead
+from affectlab.data.synthetic_mead import JAW_LAG_FRAMES, emotion_pattern, emotion_signature, write_synthetic_mead
 
 
 @pytest.fixture(scope="module")
@@ -140,21 +140,25 @@ def test_synthetic_jaw_follows_the_audio_envelope(layout):
     assert np.mean(lagged) > np.mean(pearson)  # the jaw is one frame late
 
 
-def test_synthetic_emotion_offsets_have_the_planted_sign(layout):
-    raw = {s.name: mead.unscale_motion(mead.motion_from_params(np.load(layout.param_path(s.name))[0])) for s in layout.sequences}
-
-    def mean_expression(emotion, intensity):
-        chosen = [s for s in layout.sequences if (s.emotion, s.intensity) == (emotion, intensity)]
-        return np.mean([raw[s.name][:, :50].mean(0) for s in chosen], axis=0)
-
-    neutral = mean_expression(0, 0)
-    for emotion in (1, 6):  # happy, angry
-        dims = np.flatnonzero(emotion_offset(emotion, 0))
-        shifts = [mean_expression(emotion, i)[dims] - neutral[dims] for i in range(3)]
-        assert np.array_equal(np.sign(shifts[2]), EMOTION_SIGNS)
-        assert np.all(np.abs(shifts[2]) > np.abs(shifts[0]) + 0.5)  # intensity scales the offset
-        other = np.setdiff1d(np.arange(5, 50), dims)
-        assert np.abs(mean_expression(emotion, 2)[other] - neutral[other]).max() < 0.3
+def test_synthetic_emotion_follows_the_speech_in_the_planted_pattern(layout):
+    """Each sequence's expression moves with the mouth opening 4 frames late, in its
+    emotion's sign pattern scaled by the intensity: ``emotion_signature`` recovers
+    ``emotion_pattern(e, i)`` on every coefficient (zero for neutral and outside 5-36)."""
+    signatures = {}
+    for s in layout.sequences:
+        data = mead.read_sequence(layout.param_path(s.name), layout.wav_path(s.name))
+        expression = mead.unscale_motion(data["motion"])[:, :50]
+        signatures.setdefault((s.emotion, s.intensity), []).append(emotion_signature(expression, data["audio"]))
+    assert sorted(signatures) == [(0, 0), (1, 0), (1, 1), (1, 2), (6, 0), (6, 1), (6, 2)]
+    for (emotion, intensity), found in signatures.items():
+        np.testing.assert_allclose(np.mean(found, axis=0), emotion_pattern(emotion, intensity), atol=0.1)
+        assert np.abs(np.asarray(found) - emotion_pattern(emotion, intensity)).max() < 0.4  # every sequence on its own
+    happy, angry = emotion_pattern(1, 2), emotion_pattern(6, 2)
+    assert np.array_equal(np.flatnonzero(happy), np.arange(5, 37)) and set(np.abs(happy[5:37])) == {1.5}
+    assert happy @ angry == 0 and np.array_equal(happy, 3 * emotion_pattern(1, 0))  # orthogonal; intensity scales it
+    assert not emotion_pattern(0, 0).any()
+    with pytest.raises(ValueError, match="fewer than"):
+        emotion_signature(np.zeros((20, 50)), np.zeros(640 * 19))
 
 
 def test_side_files(layout, tmp_path):

@@ -8,9 +8,16 @@
   formant bumps, with a smooth attack and decay) separated by pauses; the syllable rhythm
   belongs to the sentence, the pitch to the identity;
 - **jaw opening** (jaw[0]) and expression[0] follow the audio's per-frame RMS envelope,
-  smoothed and one frame late;
-- **emotion**: a fixed direction in three expression coefficients per emotion, scaled by
-  the intensity (``emotion_offset``); neutral has none;
+  smoothed and one frame late (the *opening*, scaled to peak 1);
+- **emotion**: an expression that follows the speech, ``EMOTION_LAG_FRAMES`` (4, 160 ms)
+  after the mouth: coefficients 5-36 add ``emotion_pattern(e, i) · opening(t − 4)``, where
+  the pattern is the emotion's own ±1 sign pattern over those 32 coefficients (row e of a
+  32 × 32 Hadamard matrix, so the patterns of two emotions are orthogonal) scaled by
+  0.5·(intensity + 1); neutral has none. ``emotion_signature`` measures it back from an
+  expression sequence and its audio. Not a sentence-constant offset: the §4.1 prior
+  InstanceNorms every hidden channel over time and cannot carry one; a second time course
+  beside the jaw's keeps its relative amplitude through that normalisation, and the style,
+  which multiplies the audio features, can select speech-driven dynamics (docs/probtalk3d.md);
 - **identity**: a constant style offset over the 50 expression coefficients, its own
   shape betas and pitch; plus small smooth noise everywhere.
 
@@ -26,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from scipy.linalg import hadamard
 from scipy.ndimage import gaussian_filter1d
 from tqdm import tqdm
 
@@ -38,18 +46,49 @@ SIZES = {  # the defaults: "small" for tests (84 sequences), "demo" for the demo
     "demo": {"n_identities": 8, "n_sentences": 6, "emotions": ("neutral", "happy", "sad", "angry")},  # 480
 }
 JAW_LAG_FRAMES = 1
-EMOTION_DIMS_PER = 3
-EMOTION_SIGNS = (1.0, -1.0, 1.0)
+EMOTION_LAG_FRAMES = 4  # the emotion's expression follows the mouth opening 160 ms late
+EMOTION_COEFFICIENTS = (5, 37)  # expression coefficients 5-36 carry every emotion's pattern
+EMOTION_SIGNS = hadamard(EMOTION_COEFFICIENTS[1] - EMOTION_COEFFICIENTS[0]).astype(np.float32)  # row e: emotion e
 
 
-def emotion_offset(emotion: int, intensity: int) -> np.ndarray:
-    """The planted expression offset (50,) of an emotion at an intensity: 0.5·(i+1) along
-    ± unit directions in coefficients 5+3(e-1) .. 7+3(e-1); zero for neutral."""
-    offset = np.zeros(C.NUM_EXPRESSION, np.float32)
+def emotion_pattern(emotion: int, intensity: int) -> np.ndarray:
+    """The planted expression pattern (50,) of an emotion at an intensity: 0.5·(i+1) times
+    the emotion's sign pattern (Hadamard row e) on coefficients 5-36; zero for neutral. A
+    sequence's expression adds ``pattern · opening(t − EMOTION_LAG_FRAMES)``."""
+    pattern = np.zeros(C.NUM_EXPRESSION, np.float32)
     if emotion != C.NEUTRAL:
-        first = 5 + EMOTION_DIMS_PER * (emotion - 1)
-        offset[first : first + EMOTION_DIMS_PER] = 0.5 * (intensity + 1) * np.array(EMOTION_SIGNS)
-    return offset
+        lo, hi = EMOTION_COEFFICIENTS
+        pattern[lo:hi] = 0.5 * (intensity + 1) * EMOTION_SIGNS[emotion]
+    return pattern
+
+
+def mouth_opening(audio: np.ndarray, n_frames: int) -> np.ndarray:
+    """The jaw's time course (T,): the per-frame audio RMS scaled to peak 1, smoothed
+    (σ = 0.5 frames) and ``JAW_LAG_FRAMES`` late."""
+    envelope = audio_envelope(audio, C.AUDIO_SAMPLE_RATE, C.FPS, n_frames)
+    opening = gaussian_filter1d(envelope / max(1e-9, float(envelope.max())), sigma=0.5)
+    return _late(opening, JAW_LAG_FRAMES)
+
+
+def _late(x: np.ndarray, frames: int) -> np.ndarray:
+    """``x`` delayed by ``frames``, its first value held at the start."""
+    return np.concatenate([np.repeat(x[:1], frames), x[: len(x) - frames]])
+
+
+def emotion_signature(expression: np.ndarray, audio: np.ndarray) -> np.ndarray:
+    """How strongly each coefficient of ``expression`` (T, E) follows the speech the way the
+    planted emotion does: its least-squares coefficient on ``opening(t − EMOTION_LAG_FRAMES)``,
+    fitted together with a constant and ``opening(t)`` (so neither a sentence's rest level
+    nor plain jaw-locked motion counts), ``(E,)``. On the synthetic data it recovers
+    ``emotion_pattern(e, i)``; ``audio`` is the sequence's 16 kHz audio (≥ T frames)."""
+    x = np.asarray(expression, dtype=np.float64)
+    if x.ndim != 2 or len(x) <= EMOTION_LAG_FRAMES + 2:
+        raise ValueError(f"expression must be (T, E) with T > {EMOTION_LAG_FRAMES + 2} frames, got shape {x.shape}")
+    if len(audio) < len(x) * C.SAMPLES_PER_FRAME:
+        raise ValueError(f"audio has {len(audio)} samples, fewer than the {len(x)} frames of the expression need")
+    opening = mouth_opening(audio, len(x))
+    design = np.stack([np.ones(len(x)), opening, _late(opening, EMOTION_LAG_FRAMES)], axis=1)
+    return np.linalg.lstsq(design, x, rcond=None)[0][2]
 
 
 def _subjects(n: int) -> list[str]:
@@ -148,7 +187,7 @@ def write_synthetic_mead(
                     extra = int(voice.integers(0, 300))  # real wavs rarely end on a frame boundary
                     audio = speech_like_audio(n_frames * C.SAMPLES_PER_FRAME + extra, rhythm, voice, pitch[subject])
                     params = _params(audio, n_frames, betas[subject], style[subject], jaw_rest[subject],
-                                     emotion_offset(emotion, intensity), voice)  # fmt: skip
+                                     emotion_pattern(emotion, intensity), voice)  # fmt: skip
                     np.save(root / C.PARAM_DIR / f"{name}.npy", params)
                     sf.write(root / C.WAV_DIR / f"{name}.wav", audio, C.AUDIO_SAMPLE_RATE, subtype="PCM_16")
     _write_side_files(root, subjects, rng)
@@ -156,15 +195,15 @@ def write_synthetic_mead(
 
 
 def _params(audio, n_frames, betas, style, jaw_rest, emotion, rng) -> np.ndarray:
-    """(1, T, 403) FLAME parameters driven by the audio envelope, emotion and identity."""
-    envelope = audio_envelope(audio, C.AUDIO_SAMPLE_RATE, C.FPS, n_frames)
-    opening = gaussian_filter1d(envelope / max(1e-9, envelope.max()), sigma=0.5)
-    opening = np.concatenate([np.repeat(opening[:1], JAW_LAG_FRAMES), opening[:-JAW_LAG_FRAMES]])
+    """(1, T, 403) FLAME parameters driven by the audio envelope, emotion and identity;
+    ``emotion`` is the ``emotion_pattern``, moved by the lagged opening."""
+    opening = mouth_opening(audio, n_frames)
     smooth_noise = lambda scale, dims: gaussian_filter1d(rng.normal(0, scale, (n_frames, dims)), 2.0, axis=0)  # noqa: E731
 
     params = np.zeros((1, n_frames, C.PARAM_DIM), np.float32)
     params[0, :, 0:300] = betas
-    expression = style + emotion + smooth_noise(0.1, C.EXPRESSION_SLICE[1] - C.EXPRESSION_SLICE[0])[:, : C.NUM_EXPRESSION]
+    expression = style + smooth_noise(0.1, C.EXPRESSION_SLICE[1] - C.EXPRESSION_SLICE[0])[:, : C.NUM_EXPRESSION]
+    expression += _late(opening, EMOTION_LAG_FRAMES)[:, None] * emotion
     expression[:, 0] += 1.2 * opening
     params[0, :, 300 : 300 + C.NUM_EXPRESSION] = expression
     params[0, :, 300 + C.NUM_EXPRESSION : 400] = smooth_noise(0.05, 100 - C.NUM_EXPRESSION)
