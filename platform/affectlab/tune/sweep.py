@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import socket
-import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.fs
 import ray
 import ray.train
 from ray import tune
@@ -35,17 +31,16 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 from ray.util.queue import Empty, Queue
 
-from affectlab.train.checkpoint import METRICS_FILE, MODEL_FILE, write_json
+from affectlab.train.checkpoint import write_json
 from affectlab.train.outputs import publish
-from affectlab.train.run import fit
+from affectlab.train.run import final_report, fit, run_state
 from affectlab.train.tracking import tune_callbacks
+from affectlab.tune.cv import EXECUTIONS_FILE, log_execution, trial_resources
 from affectlab.tune.space import SearchSpace
-from affectlab.tune.cv import trial_resources
 
 EXPERIMENT = "sweep"  # fixed within an output directory, so a sweep can be resumed
 DATA_CPUS = 0.25  # room for one Ray Data task per Train run (reference/ray.md §3.3)
 SETTINGS_FILE = "sweep.json"
-EXECUTIONS_FILE = "executions.jsonl"
 FINAL_KEY = math.inf  # the final report sorts after every epoch
 
 
@@ -98,10 +93,10 @@ def sweep_trial(params: dict, *, workload, base: dict, objective: Objective, sto
     running = []
     for fold in objective.folds:
         name = f"{EXPERIMENT}-{trial_id}-fold{fold}"
-        state = _run_state(storage, name)
-        _log_execution(log_path, trial_id, fold, state)
+        state = run_state(storage, name)
+        log_execution(log_path, trial_id, fold, state)
         if state == "finished":  # trained before an interruption; its result was not recorded
-            queue.put((fold, _final_report(storage, name)))
+            queue.put((fold, final_report(storage, name)))
             continue
         datasets = {k: v for k, v in workload.datasets(cfg, fold).items() if k in ("train", "val")}
         running.append(pool.submit(fit, workload, cfg, datasets, storage, name, [_FoldReports(fold, queue)]))
@@ -148,36 +143,6 @@ def _mean_report(reports: dict[int, dict], metric: str) -> dict:
         if "checkpoint_path" in reports[f]:
             out[f"fold{f}_checkpoint_path"] = reports[f]["checkpoint_path"]
     return out
-
-
-def _run_state(storage: str, name: str) -> str:
-    """``fresh``, ``resumed`` (an epoch checkpoint exists) or ``finished`` (the final one does)."""
-    fs, root = pyarrow.fs.FileSystem.from_uri(storage)
-    run = f"{root}/{name}"
-    if all(fs.get_file_info(f"{run}/final/{f}").type == pyarrow.fs.FileType.File for f in (MODEL_FILE, METRICS_FILE)):
-        return "finished"
-    found = fs.get_file_info(pyarrow.fs.FileSelector(run, allow_not_found=True))
-    return "resumed" if any(i.base_name.startswith("epoch_") for i in found) else "fresh"
-
-
-def _final_report(storage: str, name: str) -> dict:
-    fs, root = pyarrow.fs.FileSystem.from_uri(storage)
-    with fs.open_input_stream(f"{root}/{name}/final/{METRICS_FILE}") as f:
-        report = json.loads(f.read())
-    return {**report, "final": 1, "checkpoint_path": f"{storage.rstrip('/')}/{name}/final"}
-
-
-def _log_execution(log_path: str | None, trial_id: str, fold: int, state: str) -> None:
-    """One line per fold a trial starts: how often training really ran (tests, audits).
-
-    Written where the trial runs: on a multi-node cluster give an output directory every
-    node can see (NFS), or read the lines of the head node's trials only.
-    """
-    if not log_path:
-        return
-    line = {"trial_id": trial_id, "fold": fold, "state": state, "time": time.time(), "host": socket.gethostname(), "pid": os.getpid()}
-    with open(log_path, "a") as f:
-        f.write(json.dumps(line) + "\n")
 
 
 # -- the sweep ----------------------------------------------------------------------------
