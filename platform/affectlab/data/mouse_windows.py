@@ -38,6 +38,7 @@ import cv2
 import numpy as np
 import ray
 
+from affectlab.data.decoding import decode_compute
 from affectlab.data.mouse import MouseDataError, Trial, gray_frame, read_annotation, read_dlc, read_video_frames
 from affectlab.data.pose import interpolate_low_likelihood
 
@@ -96,6 +97,7 @@ def window_dataset(
         fn_kwargs={"image_size": image_size, "min_likelihood": min_likelihood, "class_weights": weights, **pose_kwargs},
         batch_size=windows_per_task,
         num_cpus=0.25,
+        compute=decode_compute(),
     )
 
 
