@@ -1,22 +1,23 @@
-"""Mouse video pipeline benchmark: aligned windows per second, Ray Data vs one process.
+"""Mouse video windows: the platform's Ray Data feed against a PyTorch ``DataLoader``.
 
-    python bench/mouse_bench.py          # prints JSON; bench/run.py calls run_mouse_bench()
+    python bench/mouse_bench.py [--quick]     # prints JSON; bench/run.py calls run_mouse_bench()
 
-Measured in one run on a freshly written synthetic dataset (native MP4 + DLC CSV/H5 +
-annotation files), decoding the same windows both ways with the same function
-(``affectlab.data.mouse_windows.read_window``: seek, read, grayscale, resize, slice pose):
+Both read the training windows of the same synthetic dataset (native MP4 + DLC pose +
+annotation CSVs) with the same decode, ``affectlab.data.mouse_windows.load_windows`` (seek,
+read, grayscale, resize, slice and interpolate the pose, class weights):
 
-- ``single_process``: a plain loop in this process;
-- ``ray_data``: ``window_dataset(...)`` (``from_items`` -> ``map_batches(load_windows,
-  num_cpus=0.25)``) read through ``iter_torch_batches``, as the training loop reads it.
+- ``dataloader``: a map-style ``Dataset`` of the same window table (one window per item),
+  shuffled, ``num_workers`` 0, 1 and 2 (persistent workers); the best is the baseline;
+- ``platform``: ``MouseWorkload.datasets(...)["train"]`` read by a Ray Train worker through
+  ``affectlab.train.loop.epoch_batches``, as the training loop reads it.
 
-Each is timed over ``passes`` passes and the first ``warmup_passes`` are discarded: Ray
-Data's first epochs start its worker processes (each imports OpenCV and pandas and reads
-its DLC files once), which on a busy 2-core machine takes more than one pass.
+Windows/s per epoch; the first epoch of each is discarded (worker start-up), the next
+``repeats`` are the repeats and their median the figure.
 """
 
+from __future__ import annotations
+
 import json
-import os
 import sys
 import tempfile
 import time
@@ -26,59 +27,102 @@ try:
     import affectlab  # noqa: F401
 except ImportError:  # not installed: use the source root, as the jobs do
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_utils import load_average, median, ratio, summary  # noqa: E402
 
 
-def run_mouse_bench(n_animals: int = 3, video_size: int = 128, image_size: int = 64, window: int = 32,
-                    passes: int = 5, warmup_passes: int = 2, batch_size: int = 8) -> dict:  # fmt: skip
-    import numpy as np
-    import ray
+class MouseWindows:
+    """A map-style ``torch.utils.data.Dataset``: one decoded window per item, by the same
+    ``load_windows`` the Ray Data pipeline maps over its batches."""
 
-    from affectlab.data.mouse import discover
-    from affectlab.data.mouse_windows import read_window, trial_labels, window_dataset, window_items
+    def __init__(self, items: list[dict], image_size: int, min_likelihood: float, class_weights):
+        self.items, self.image_size, self.min_likelihood, self.class_weights = items, image_size, min_likelihood, class_weights
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        import numpy as np
+
+        from affectlab.data.mouse_windows import load_windows
+
+        item = self.items[i]
+        batch = {k: np.asarray([v]) for k, v in item.items()}
+        window = load_windows(batch, self.image_size, self.min_likelihood, self.class_weights)
+        return {k: v[0] for k, v in window.items()}
+
+
+def training_items(workload, cfg) -> tuple[list[dict], object]:
+    """The training window table and class weights, as ``MouseWorkload.datasets`` builds them."""
+    from affectlab.data.mouse_dataset import training_windows
+    from affectlab.data.mouse_windows import trial_labels
+
+    parts = workload.splits(cfg, None)
+    labels = trial_labels([t for _, t in parts["train"]])
+    return training_windows(
+        parts["train"], labels, cfg.window, cfg.train_stride or max(1, cfg.window // 2),
+        oversample=cfg.oversample, oversample_max=cfg.oversample_max, class_weights=cfg.class_weights, seed=cfg.seed,
+    )  # fmt: skip
+
+
+def dataloader_rates(dataset, batch_size: int, num_workers: int, epochs: int, seed: int) -> list[float]:
+    import torch
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
+                        persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(seed))  # fmt: skip
+    rates = []
+    for _ in range(epochs):
+        started, n = time.perf_counter(), 0
+        for batch in loader:
+            n += len(batch["ok"])
+        rates.append(n / (time.perf_counter() - started))
+    return rates
+
+
+def run_mouse_bench(workdir: Path, quick: bool = False, n_animals: int = 6, video_size: int = 128, model: str = "c3d") -> dict:
+    import torch
+
     from affectlab.data.synthetic_mouse import write_synthetic_mouse
     from affectlab.ray_utils import init_ray
+    from affectlab.workloads import get_workload
+    from affectlab.workloads.mouse import preset_values
+    from bench_train import platform_feed
 
-    results = {"load_average_1m_at_start": os.getloadavg()[0], "cpus": os.cpu_count()}
-    with tempfile.TemporaryDirectory() as tmp:
-        data = write_synthetic_mouse(Path(tmp), n_animals=n_animals, size=video_size, seed=0)
-        trials = discover(data)
-        items = window_items(trials, list(range(len(trials))), trial_labels(trials), window, window)
-        results.update(windows=len(items), window_frames=window, video_size=video_size, image_size=image_size)
+    repeats = 1 if quick else 3
+    worker_counts = (0, 2) if quick else (0, 1, 2)
+    data = write_synthetic_mouse(workdir / "mice", n_animals=n_animals, size=video_size, seed=0)
+    workload = get_workload("mouse")
+    cfg = workload.make_config({**preset_values("tiny", model), "data_dir": str(data), "cpus_per_worker": 1.0})
+    items, weights = training_items(workload, cfg)
+    results = {"load_average_1m_at_start": load_average(), "repeats": repeats, "windows": len(items), "model": model,
+               "window_frames": cfg.window, "video_size": video_size, "image_size": cfg.input_size, "batch_size": cfg.batch_size}  # fmt: skip
 
-        rates = []
-        for _ in range(passes):
-            started = time.perf_counter()
-            for it in items:
-                read_window(it["video"], it["dlc"], it["trial_start"], it["trial_stop"], it["row"], window, image_size)
-            rates.append(len(items) / (time.perf_counter() - started))
-        single = float(np.mean(rates[warmup_passes:]))
+    dataset = MouseWindows(items, cfg.input_size, cfg.min_likelihood, weights)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a 1-CPU Train worker
+    try:
+        dl = {w: dataloader_rates(dataset, cfg.batch_size, w, repeats + 1, cfg.seed) for w in worker_counts}
+    finally:
+        torch.set_num_threads(threads)
+    results["dataloader"] = {f"num_workers_{w}": summary(r[1:]) for w, r in dl.items()}
+    best = max(worker_counts, key=lambda w: median(dl[w][1:]))
+    results["dataloader"].update(best_num_workers=best, best_windows_per_s=median(dl[best][1:]))
 
-        owns_ray = not ray.is_initialized()
-        init_ray()
-        try:
-            dataset = window_dataset(items, image_size)
-            ray_rates = []
-            for _ in range(passes):
-                started, n = time.perf_counter(), 0
-                for batch in dataset.iter_torch_batches(batch_size=batch_size):
-                    n += len(batch["ok"])
-                if n != len(items):
-                    raise RuntimeError(f"Ray Data returned {n} windows, expected {len(items)}")
-                ray_rates.append(n / (time.perf_counter() - started))
-        finally:
-            if owns_ray:
-                ray.shutdown()
-    ray_data = float(np.mean(ray_rates[warmup_passes:]))
-    results.update(
-        single_process_windows_per_s=single,
-        ray_data_windows_per_s=ray_data,
-        ray_data_warmup_windows_per_s=ray_rates[:warmup_passes],
-        passes=passes, warmup_passes=warmup_passes,
-        ratio_ray_data_vs_single_process=ray_data / single,
-        frames_per_s={"single_process": single * window, "ray_data": ray_data * window},
-    )
-    return {"mouse_video_pipeline": results}
+    init_ray()
+    storage = str((workdir / "ray_results").resolve())
+    feed = platform_feed(workload, cfg, workload.datasets(cfg, None)["train"], storage, repeats + 1)["rows_per_s"]
+    results["platform"] = {"windows_per_s": summary(feed[1:]), "windows_per_s_epoch0": feed[0]}
+    results["ratios"] = {"mouse_feed_vs_dataloader": ratio(median(feed[1:]), results["dataloader"]["best_windows_per_s"])}
+    return results
 
 
 if __name__ == "__main__":
-    print(json.dumps(run_mouse_bench(), indent=2))
+    import ray
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            print(json.dumps(run_mouse_bench(Path(tmp), quick="--quick" in sys.argv), indent=2, default=float))
+        finally:
+            ray.shutdown()

@@ -1,127 +1,231 @@
-"""Pain benchmarks, each a ratio against a baseline measured in the same run.
+"""Pain training against what a lab would write instead: a PyTorch ``DataLoader`` over an
+h5py ``Dataset``.
 
-1. Feed rate: UNBC frames (with their neutral references) delivered by Ray Data into a
-   Ray Train worker, against a plain single-process h5py read + decode loop over the same
-   rows. Epoch 0 is discarded (pipeline start-up).
-2. Step time: the platform's training step (inside a Ray Train worker, `train_loop_per_worker`)
-   against a bare PyTorch loop on the same model and the same batch, both on one thread.
+    python bench/pain_bench.py [--quick]     # prints JSON; bench/run.py calls run_pain_bench()
+
+Both sides train the same fold of the same synthetic UNBC data (HDF5 layout), the same
+``tiny`` ViTPain, batch, references and decode (``affectlab.data.pain.to_chw``), one torch
+thread each (a 1-CPU Train worker has one):
+
+- ``dataloader``: ``torch.utils.data.DataLoader`` over ``UNBCFrames`` (one h5py read per
+  item, opened lazily in each loader worker), ``WeightedRandomSampler`` as the original
+  did, ``num_workers`` 0, 1 and 2 (persistent workers); the best is the baseline;
+- ``platform``: the workload's own path, ``PainWorkload.datasets`` → ``affectlab.train.run.fit``
+  → ``train_loop_per_worker`` in a Ray Train worker (Ray Data decodes in its tasks).
+
+Figures: an epoch's training time per row (``train_seconds / train_rows``, so the
+Poisson-drawn epoch length of the platform does not matter), and the feed alone (rows/s
+delivered, no step: ``affectlab.train.loop.epoch_batches`` in a Train worker against
+iterating the ``DataLoader``). Epoch 0 of each is discarded (start-up); the next
+``repeats`` epochs are the repeats, their median the figure.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+try:
+    import affectlab  # noqa: F401
+except ImportError:  # not installed: use the source root, as the jobs do
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-def _feed_loop(config: dict) -> None:
-    import ray.train
+from bench_utils import load_average, median, ratio, summary  # noqa: E402
 
-    shard = ray.train.get_dataset_shard("train")
-    rates = []
-    for _ in range(config["epochs"]):
-        start, rows = time.perf_counter(), 0
-        for batch in shard.iter_torch_batches(batch_size=config["batch_size"]):
-            rows += len(batch["pspi"])
-        rates.append(rows / (time.perf_counter() - start))
-    with tempfile.TemporaryDirectory() as d:
-        ray.train.report({"rows_per_s": rates}, checkpoint=ray.train.Checkpoint.from_directory(d))
+FOLD = 0
 
 
-def feed_rate(data_dir: Path, storage: str, epochs: int = 3, batch_size: int = 32) -> dict:
-    import ray.train
-    from ray.train.torch import TorchTrainer
+# -- the baseline: what a lab writes with torch.utils.data ---------------------------------
+class UNBCFrames:
+    """A map-style ``torch.utils.data.Dataset`` of UNBC training samples: one h5py read and
+    ``to_chw`` decode per face and per reference, as a hand-written loader does it."""
 
+    def __init__(self, frames_path: str, table, refs: np.ndarray, size: int):
+        from affectlab.constants.pain import AU_NAMES
+
+        self.frames_path, self.size = str(frames_path), size
+        self.frame = table["frame"].to_numpy(np.int64)
+        self.refs = refs.astype(np.int64)
+        self.pspi = table["pspi"].to_numpy(np.float32)
+        self.aus = table[list(AU_NAMES)].to_numpy(np.float32)
+        self.subject = table["subject_id"].to_numpy(np.int64)
+        self._file, self._pid = None, None
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def _images(self):
+        import h5py
+
+        if self._file is None or self._pid != os.getpid():  # h5py handles do not survive a fork
+            self._file, self._pid = h5py.File(self.frames_path, "r"), os.getpid()
+        return self._file["image"]
+
+    def __getitem__(self, i: int) -> dict:
+        from affectlab.data.pain import to_chw
+
+        images = self._images()
+        return {
+            "image": to_chw(images[int(self.frame[i])], self.size),
+            "reference": np.stack([to_chw(images[int(r)], self.size) for r in self.refs[i]]),
+            "pspi": self.pspi[i], "aus": self.aus[i], "subject_id": self.subject[i], "sample_id": self.frame[i],
+        }  # fmt: skip
+
+    def __getstate__(self):  # loader workers open their own handle
+        return {**self.__dict__, "_file": None, "_pid": None}
+
+
+def fold_training_data(workload, cfg):
+    """The fold's training table, its training references and draw weights, as the workload
+    builds them (``PainWorkload.datasets``)."""
     from affectlab.data import pain as pain_data
     from affectlab.data.unbc import UNBC
 
-    unbc = UNBC.open(data_dir)
-    table = unbc.table
-    refs = pain_data.training_references(table, 1, seed=0)
-    size = 48
-
-    start = time.perf_counter()
-    for i in range(0, len(table), batch_size):  # the baseline: h5py + decode, one process
-        rows = table.iloc[i : i + batch_size]
-        pain_data.read_unbc_images(str(unbc.paths.frames), np.concatenate([rows["frame"], refs[i : i + batch_size].ravel()]), size)
-    plain = len(table) / (time.perf_counter() - start)
-    pain_data._OPEN_FILES.clear()
-
-    ds = pain_data.unbc_dataset(table, refs, unbc.paths.frames, size, batch_size)
-    trainer = TorchTrainer(
-        _feed_loop,
-        train_loop_config={"epochs": epochs, "batch_size": batch_size},
-        scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
-        datasets={"train": ds},
-        run_config=ray.train.RunConfig(name="bench-feed", storage_path=storage),
-    )
-    rates = trainer.fit().metrics["rows_per_s"]
-    ray_rate = float(np.mean(rates[1:]))
-    return {"rows": len(table), "plain_h5py_rows_per_s": plain, "ray_data_rows_per_s_per_epoch": rates,
-            "ray_data_rows_per_s": ray_rate, "ratio_ray_data_vs_plain": ray_rate / plain}  # fmt: skip
+    unbc = UNBC.open(cfg.data_dir, cfg.protocol)
+    train = unbc.fold_tables(FOLD, cfg.inner_val_fraction, cfg.seed)["train"]
+    refs = pain_data.training_references(train, 1, cfg.seed)
+    return unbc.paths.frames, train, refs, pain_data.sample_weights(train)
 
 
-def step_time(data_dir: Path, storage: str, epochs: int = 3, steps: int = 40) -> dict:
-    import ray.data
+def make_loader(dataset, weights: np.ndarray, batch_size: int, num_workers: int, seed: int, pin_memory: bool = False):
+    import torch
+    from torch.utils.data import DataLoader, WeightedRandomSampler
+
+    sampler = WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), len(weights), replacement=True,
+                                    generator=torch.Generator().manual_seed(seed))  # fmt: skip
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                      persistent_workers=num_workers > 0, pin_memory=pin_memory)  # fmt: skip
+
+
+def plain_epoch(workload, model, optimizer, loader, cfg, generator) -> dict:
+    """One training epoch, the step written as the platform loop writes it (AMP is off on CPU)."""
     import torch
 
-    from affectlab.train.run import fit
-    from affectlab.workloads import get_workload
-    from affectlab.workloads.pain import PRESETS
+    model.train()
+    started, waited, rows, steps = time.perf_counter(), 0.0, 0, 0
+    batches = iter(loader)
+    while True:
+        t0 = time.perf_counter()
+        batch = next(batches, None)
+        waited += time.perf_counter() - t0
+        if batch is None:
+            break
+        loss, _ = workload.train_step(model, batch, cfg, generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
+        optimizer.step()
+        loss.item()
+        rows += len(batch["pspi"])
+        steps += 1
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "rows": rows, "steps": steps, "data_seconds": waited, "s_per_row": seconds / rows}
 
-    workload = get_workload("pain")
-    cfg = workload.make_config({**PRESETS["tiny"], "data_dir": str(data_dir), "epochs": epochs, "augment": True})
-    g = torch.Generator().manual_seed(0)
-    batch = {
-        "image": torch.randint(0, 255, (cfg.batch_size, 3, 48, 48), dtype=torch.uint8, generator=g),
-        "reference": torch.randint(0, 255, (cfg.batch_size, 1, 3, 48, 48), dtype=torch.uint8, generator=g),
-        "pspi": torch.rand(cfg.batch_size, generator=g) * 16,
-        "aus": torch.rand(cfg.batch_size, 6, generator=g) * 5,
-        "subject_id": torch.zeros(cfg.batch_size, dtype=torch.int64),
-        "sample_id": torch.arange(cfg.batch_size),
-    }
 
-    # the bare loop, one thread like a 1-CPU Train worker
+def dataloader_side(workload, cfg, repeats: int, worker_counts: tuple[int, ...]) -> dict:
+    """Feed and training epochs of the DataLoader baseline, for each ``num_workers``."""
+    import torch
+
+    frames, train, refs, weights = fold_training_data(workload, cfg)
+    dataset = UNBCFrames(frames, train, refs, cfg.image_size)
+    out = {"rows": len(dataset)}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    torch.manual_seed(0)
-    model = workload.build_model(cfg)
-    opt = torch.optim.AdamW(workload.param_groups(model, cfg))
-    times = []
-    for i in range(steps + 5):
-        start = time.perf_counter()
-        loss, _ = workload.train_step(model, batch, cfg, g)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        times.append(time.perf_counter() - start)
-    torch.set_num_threads(threads)
-    bare = float(np.median(times[5:]))
+    try:
+        for workers in worker_counts:
+            loader = make_loader(dataset, weights, cfg.batch_size, workers, cfg.seed)
+            feed = []
+            for _ in range(repeats + 1):
+                started, n = time.perf_counter(), 0
+                for batch in loader:
+                    n += len(batch["pspi"])
+                feed.append(n / (time.perf_counter() - started))
+            torch.manual_seed(cfg.seed)
+            model = workload.build_model(cfg)
+            optimizer = torch.optim.AdamW(workload.param_groups(model, cfg))
+            generator = torch.Generator().manual_seed(cfg.seed)
+            epochs = [plain_epoch(workload, model, optimizer, loader, cfg, generator) for _ in range(repeats + 1)]
+            del loader  # stops its persistent workers
+            out[f"num_workers_{workers}"] = {
+                "feed_rows_per_s": summary(feed[1:]),
+                "epoch_s_per_row": summary([e["s_per_row"] for e in epochs[1:]]),
+                "epoch_seconds": summary([e["seconds"] for e in epochs[1:]]),
+                "data_wait_fraction": summary([e["data_seconds"] / e["seconds"] for e in epochs[1:]]),
+                "steps_per_epoch": epochs[-1]["steps"],
+            }
+    finally:
+        torch.set_num_threads(threads)
+    by_feed = max(worker_counts, key=lambda w: out[f"num_workers_{w}"]["feed_rows_per_s"]["median"])
+    by_epoch = min(worker_counts, key=lambda w: out[f"num_workers_{w}"]["epoch_s_per_row"]["median"])
+    out["best_feed_num_workers"], out["best_epoch_num_workers"] = by_feed, by_epoch
+    out["best_feed_rows_per_s"] = out[f"num_workers_{by_feed}"]["feed_rows_per_s"]["median"]
+    out["best_epoch_s_per_row"] = out[f"num_workers_{by_epoch}"]["epoch_s_per_row"]["median"]
+    return out
 
-    # the platform loop on the same batch, repeated, through Ray Data and Ray Train
-    rows = [{k: v[i].numpy() for k, v in batch.items()} for i in range(cfg.batch_size)] * (steps // 2)
-    train = ray.data.from_items(rows).materialize()
-    val = ray.data.from_items(rows[: cfg.batch_size]).materialize()
-    result = fit(workload, cfg, {"train": train, "val": val}, storage, "bench-step")
-    per_epoch = [m["train_seconds"] / m["train_steps"] for _, m in result.best_checkpoints if "train_steps" in m]
-    platform = float(np.median(per_epoch[-2:])) if per_epoch else float("nan")
-    return {"batch_size": cfg.batch_size, "bare_pytorch_s_per_step": bare, "platform_s_per_step": platform,
-            "ratio_platform_vs_bare": platform / bare}  # fmt: skip
+
+# -- the platform: the workload's datasets, the platform's Train worker ---------------------
+def platform_epochs(workload, cfg, storage: str, log_path: Path) -> list[dict]:
+    """Every epoch's metrics of one platform run (``fit``) on the fold's train and val splits."""
+    from affectlab.train.run import fit
+    from bench_train import MetricsLog
+
+    datasets = workload.datasets(cfg, FOLD)
+    fit(workload, cfg, {"train": datasets["train"], "val": datasets["val"]}, storage, f"bench-epochs-{time.time_ns()}",
+        callbacks=[MetricsLog(str(log_path))])  # fmt: skip
+    return [m for m in MetricsLog.read(log_path) if "train_seconds" in m]
 
 
-def run_pain_bench(workdir: Path) -> dict:
-    import ray
-
+def run_pain_bench(workdir: Path, quick: bool = False) -> dict:
     from affectlab.data.synthetic_pain import write_synthetic_unbc
     from affectlab.ray_utils import init_ray
+    from affectlab.workloads import get_workload
+    from affectlab.workloads.pain import PRESETS
+    from bench_train import platform_feed
 
-    data_dir = write_synthetic_unbc(workdir / "unbc", sequences_per_subject=2, frames_per_sequence=20, size=64)
+    repeats = 1 if quick else 3
+    workers = (0, 2) if quick else (0, 1, 2)
+    sequences = 2 if quick else 3
+    data_dir = write_synthetic_unbc(workdir / "unbc", sequences_per_subject=sequences, frames_per_sequence=20, size=64)
+    workload = get_workload("pain")
+    cfg = workload.make_config({**PRESETS["tiny"], "data_dir": str(data_dir), "epochs": repeats + 1, "cpus_per_worker": 1.0})
+    results = {"load_average_1m_at_start": load_average(), "repeats": repeats, "fold": FOLD,
+               "config": {k: getattr(cfg, k) for k in ("backbone", "image_size", "batch_size", "cpus_per_worker")}}  # fmt: skip
+    results["dataloader"] = dataloader_side(workload, cfg, repeats, workers)
+
     init_ray()
-    try:
-        storage = str((workdir / "ray_results").resolve())
-        return {"feed": feed_rate(data_dir, storage), "train_step": step_time(data_dir, storage)}
-    finally:
-        ray.shutdown()
+    storage = str((workdir / "ray_results").resolve())
+    feed = platform_feed(workload, cfg, workload.datasets(cfg, FOLD)["train"], storage, repeats + 1)["rows_per_s"]
+    epochs = platform_epochs(workload, cfg, storage, workdir / "epochs.jsonl")[1:]
+    s_per_row = [e["train_seconds"] / max(1, e["train_rows"]) for e in epochs]
+    results["platform"] = {
+        "feed_rows_per_s": summary(feed[1:]),
+        "feed_rows_per_s_epoch0": feed[0],
+        "epoch_s_per_row": summary(s_per_row),
+        "epoch_seconds": summary([e["train_seconds"] for e in epochs]),
+        "data_wait_fraction": summary([e["train_data_seconds"] / e["train_seconds"] for e in epochs]),
+        "validation_seconds": summary([e["epoch_seconds"] - e["train_seconds"] for e in epochs]),
+        "steps_per_epoch": [e["train_steps"] for e in epochs],
+    }
+    dl = results["dataloader"]
+    results["ratios"] = {
+        "epoch_vs_dataloader": ratio(median(s_per_row), dl["best_epoch_s_per_row"]),
+        "feed_vs_dataloader": ratio(median(feed[1:]), dl["best_feed_rows_per_s"]),
+    }
+    return results
+
+
+if __name__ == "__main__":
+    import ray
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            print(json.dumps(run_pain_bench(Path(tmp), quick="--quick" in sys.argv), indent=2, default=float))
+        finally:
+            ray.shutdown()
