@@ -169,7 +169,9 @@ def test_cv_survives_a_lost_node(tmp_path):
     for name in events["finished_before"]:  # its trial ran once
         assert [e["state"] for e in executions if e["fold"] == fold_of[name]] == ["fresh"]
     for name in events["interrupted"]:  # retried by Tune from its checkpoint, or its workers restarted by Train
-        assert [e["state"] for e in executions if e["fold"] == fold_of[name]] in (["fresh"], ["fresh", "resumed"])
+        states = [e["state"] for e in executions if e["fold"] == fold_of[name]]
+        print(f"fold {fold_of[name]} (interrupted): trial starts {states}")
+        assert states in (["fresh"], ["fresh", "resumed"])
 
 
 def test_sweep_survives_a_lost_node(tmp_path):
@@ -182,4 +184,8 @@ def test_sweep_survives_a_lost_node(tmp_path):
     for name in events["finished_before"]:
         trial = name.split("-")[1]
         assert [e["state"] for e in executions if e["trial_id"] == trial] == ["fresh"]
+    for name in events["interrupted"]:  # retried by Tune from its checkpoint, or its workers restarted by Train
+        states = [e["state"] for e in executions if e["trial_id"] == name.split("-")[1]]
+        print(f"trial {name.split('-')[1]} (interrupted): starts {states}")
+        assert states in (["fresh"], ["fresh", "resumed"])
     assert (tmp_path / "sweep" / "best_checkpoint" / "model.safetensors").is_file()
