@@ -56,7 +56,7 @@ def cross_validate():  # in a thread: Cluster.add_node must run in the main thre
 started = time.time()
 cv = threading.Thread(target=cross_validate)
 cv.start()
-while cv.is_alive() and not list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]):
+while cv.is_alive() and not list_actors(address=cluster.address, filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]):
     time.sleep(1)
 events["first_worker_alive"] = time.time()
 time.sleep(10)  # the other folds are queued and retrying meanwhile
@@ -64,7 +64,7 @@ events["pending_before_join"] = cv.is_alive() and ray.available_resources().get(
 events["new_node"] = cluster.add_node(num_cpus=2, **ports()).node_id
 events["node_added"] = time.time()
 cv.join()
-workers = list_actors(filters=[("class_name", "=", "RayTrainWorker")], detail=True, limit=1000)
+workers = list_actors(address=cluster.address, filters=[("class_name", "=", "RayTrainWorker")], detail=True, limit=1000)
 print(json.dumps({
     "folds": [r.fold for r in results],
     "final": [bool(r.metrics.get("final")) for r in results],
