@@ -237,7 +237,11 @@ def test_served_video_matches_the_evaluation(served, mouse_run, held_out):
     assert body["thresholds_source"] == "validation" and body["pose"] == "given" and body["model_id"] == "best"
     assert body["thresholds"] == metrics["thresholds"]
     thresholds = [metrics["thresholds"][name] for name in body["classes"]]  # metrics.json sorts its keys
-    np.testing.assert_array_equal(labels, apply_thresholds(probs, thresholds))
+    # the labels are the decision rule on the full-precision probabilities, which the response
+    # rounds to 4 decimals: a frame may differ from the rule on the rounded ones only by a near-tie
+    scores, rounding = probs / np.array(thresholds), 0.5e-4 / min(thresholds)
+    near_tie = scores[np.arange(1080), labels] >= scores.max(1) - 2 * rounding
+    assert near_tie.all() and (labels == apply_thresholds(probs, thresholds)).mean() > 0.99
     # the segments are the labels' runs, in order, covering every frame
     runs = [(body["classes"].index(s["label"]), s["start"], s["stop"]) for s in body["segments"]]
     assert runs[0][1] == 0 and runs[-1][2] == 1080 and all(a[2] == b[1] and a[0] != b[0] for a, b in zip(runs, runs[1:]))
