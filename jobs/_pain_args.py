@@ -52,18 +52,6 @@ def parser(description: str, data_help: str) -> argparse.ArgumentParser:
     return p
 
 
-def parse(p: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
-    """Parse, make every path absolute (Train workers change directory) and claim OUTPUT."""
-    from affectlab.train.outputs import OutputExistsError, claim_output
-
-    args = resolve_paths(p.parse_args(argv))
-    try:
-        claim_output(args.output, args.overwrite)
-    except OutputExistsError as e:
-        p.exit(2, f"error: {e}\n")
-    return args
-
-
 def check_pretrained(cfg: PainConfig) -> dict | None:
     """Load ``--pretrained-checkpoint`` into the model here, before anything is submitted:
     a checkpoint that fits nothing fails now. Returns what was transferred."""

@@ -14,6 +14,7 @@ import _bootstrap  # noqa: F401  (makes affectlab importable without installing 
 from pathlib import Path
 
 import _pain_args
+from _cli import parse_output_args
 
 from affectlab.data.synthetic_pain import write_synthetic_pain3d
 
@@ -25,7 +26,7 @@ STAGE1 = {"lr": 1e-4, "weight_decay": 0.1, "batch_size": 48, "epochs": 150, "w_a
 def main(argv=None) -> None:
     p = _pain_args.parser(__doc__.split("\n")[0], "3D-Pain folder with meshes_inpainted/, annotations/ and the split CSV")
     p.add_argument("--split-csv", help="split file (default: DATA_DIR/uniform_data_70_20_10_split.csv; without one, a seeded identity-disjoint 70/20/10 split)")
-    args = _pain_args.parse(p, argv)
+    args = parse_output_args(p, argv)
 
     output = Path(args.output)
     data_dir = Path(args.data_dir) if args.data_dir else write_synthetic_pain3d(output / "data")

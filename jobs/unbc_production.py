@@ -13,6 +13,7 @@ import _bootstrap  # noqa: F401  (makes affectlab importable without installing 
 from pathlib import Path
 
 import _pain_args
+from _cli import parse_output_args
 
 from affectlab.data.synthetic_pain import write_synthetic_unbc
 from affectlab.data.unbc import UNBC
@@ -20,7 +21,7 @@ from affectlab.data.unbc import UNBC
 
 def main(argv=None) -> None:
     p = _pain_args.parser(__doc__.split("\n")[0], "folder with the UNBC frames and annotations HDF5 files (no folds file needed)")
-    args = _pain_args.parse(p, argv)
+    args = parse_output_args(p, argv)
 
     output = Path(args.output)
     data_dir = Path(args.data_dir) if args.data_dir else write_synthetic_unbc(output / "data")

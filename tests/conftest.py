@@ -4,10 +4,13 @@ synthetic datasets, and one trained mouse model that several modules check."""
 import json
 import os
 import secrets
+import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
@@ -105,3 +108,21 @@ def mouse_run(ray_cluster, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("mouse_run") / "out"
     return out, json.loads(mouse_actions.main(["--synthetic", "--model", "multitask", "--output", str(out)]).read_text())
+
+
+def kill_tree(process: subprocess.Popen) -> None:
+    """SIGKILL a driver started with ``start_new_session=True`` and every process it started
+    (its local Ray instance): what a killed ``ray job submit`` or a lost terminal leaves."""
+    if process.poll() is not None:
+        return
+    try:
+        tree = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        tree = []
+    os.killpg(process.pid, signal.SIGKILL)
+    for p in tree:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    process.wait(timeout=30)

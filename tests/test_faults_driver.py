@@ -6,19 +6,17 @@ fold. The jobs run as subprocesses with their own Ray instance, HOME in a temp d
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from affectlab.train.run import SNAPSHOT_FILE, run_state
 from affectlab.tune.cv import EXECUTIONS_FILE, SETTINGS_FILE
 
-from conftest import MOUSE_JOB_ARGS
+from conftest import MOUSE_JOB_ARGS, kill_tree
 
 pytestmark = pytest.mark.reliability
 
@@ -58,23 +56,6 @@ def _recorded_reports(output: Path, fold: int) -> int:
     return json.loads(snapshot.read_text())["current_report_index"]
 
 
-def _kill_tree(process: subprocess.Popen) -> None:
-    """SIGKILL the driver and every process it started (its local Ray instance)."""
-    if process.poll() is not None:
-        return
-    try:
-        tree = psutil.Process(process.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        tree = []
-    os.killpg(process.pid, signal.SIGKILL)
-    for p in tree:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    process.wait(timeout=30)
-
-
 def _interrupt_and_resume(cmd: list[str], output: Path, tmp_path: Path) -> dict:
     """Start the job, SIGKILL it once a fold has finished and another is mid-training (an
     epoch checkpoint recorded, no final one), then run it again with --resume."""
@@ -92,7 +73,7 @@ def _interrupt_and_resume(cmd: list[str], output: Path, tmp_path: Path) -> dict:
             assert driver.poll() is None, "the job ended before it could be interrupted:\n" + (tmp_path / "first.log").read_text()[-3000:]
             assert time.time() < deadline, f"no fold finished in time: {_states(output)}"
         finally:
-            _kill_tree(driver)
+            kill_tree(driver)
     killed_at = time.time()
     states = _states(output)
     finished = sorted(f for f, s in states.items() if s == "finished")

@@ -3,7 +3,6 @@
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -11,15 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import psutil
 import pytest
 
 from affectlab.serving.pain import build_model
 from affectlab.train.checkpoint import load_model
+from affectlab.train.run import run_state
 from affectlab.tune.space import parse_space
 from affectlab.tune.sweep import EXECUTIONS_FILE, EXPERIMENT, run_sweep
 from affectlab.workloads import get_workload
 from affectlab.workloads.pain import PRESETS
+from conftest import kill_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_FIXED = "backbone: tiny, image_size: 48, pretrained: false, finetune: full, fusion_heads: 4, backbone_lr_mult: 1.0, epochs: 2, batch_size: 16"
@@ -149,9 +149,11 @@ def _terminated_trials(experiment: Path) -> set[str]:
 
 
 def _runs_mid_training(storage: Path) -> set[str]:
-    """Trials whose Train run has saved an epoch checkpoint but not its final one."""
+    """Trials whose Train run has recorded an epoch checkpoint but not its final one. Ray
+    Train writes a checkpoint's directory before it records it: a run killed in between
+    has an ``epoch_*`` directory and rightly starts afresh, so the directory is not enough."""
     runs = storage.glob(f"{EXPERIMENT}-*-fold0")
-    return {d.name.split("-")[1] for d in runs if any(d.glob("epoch_*")) and not (d / "final").exists()}
+    return {d.name.split("-")[1] for d in runs if run_state(str(storage), d.name) == "resumed"}
 
 
 @pytest.mark.reliability  # a killed driver and its cluster: minutes (make test-reliability)
@@ -182,7 +184,7 @@ def test_resume_after_the_driver_is_killed_does_not_rerun_finished_trials(unbc_d
             assert driver.poll() is None, "the sweep ended before it could be interrupted:\n" + (tmp_path / "first.log").read_text()[-3000:]
             assert time.time() < deadline, "no trial finished in time"
         finally:
-            _kill_tree(driver)
+            kill_tree(driver)
     killed_at = time.time()
     finished_before = _terminated_trials(storage / EXPERIMENT)
     interrupted = _runs_mid_training(storage) - finished_before
@@ -207,18 +209,3 @@ def test_resume_after_the_driver_is_killed_does_not_rerun_finished_trials(unbc_d
     assert (output / "best_checkpoint" / "model.safetensors").is_file()
 
 
-def _kill_tree(process: subprocess.Popen) -> None:
-    """SIGKILL the driver and every process it started (its local Ray cluster)."""
-    if process.poll() is not None:
-        return
-    try:
-        tree = psutil.Process(process.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        tree = []
-    os.killpg(process.pid, signal.SIGKILL)
-    for p in tree:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    process.wait(timeout=30)
