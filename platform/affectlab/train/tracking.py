@@ -55,6 +55,7 @@ class WandbReports(ray.train.UserCallback):
         if report.get("final"):
             self._run.finish()
             self._run = None
+            wandb.teardown()  # stop the wandb service now: its atexit hook fails once the controller's connection is gone
 
 
 def train_callbacks(mode: str, project: str, name: str, output_dir: str | Path) -> list:
