@@ -3,7 +3,7 @@
 import argparse
 from pathlib import Path
 
-from _cli import HelpFormatter, add_cluster_options, add_output_options, cluster_values, given, resolve_paths
+from _cli import HelpFormatter, add_cluster_options, add_output_options, cluster_values, given
 
 from affectlab.workloads.pain import PRESETS, PainConfig
 

@@ -180,8 +180,10 @@ def style_shifts(signatures: dict[str, list[np.ndarray]]) -> dict[str, dict[str,
     for change, (before, after) in CHANGES.items():
         planted = emotion_pattern(*STYLES[after]) - emotion_pattern(*STYLES[before])
         direction = planted / np.linalg.norm(planted)
-        shifts = np.subtract(signatures[after], signatures[before])
-        along, across = float(shifts.mean(0) @ direction), float(np.linalg.norm(shifts.mean(0) - (shifts.mean(0) @ direction) * direction))
+        shifts = np.subtract(signatures[after], signatures[before])  # [sentences, coefficients]
+        mean = shifts.mean(0)
+        along = float(mean @ direction)
+        across = float(np.linalg.norm(mean - along * direction))
         spread = (shifts @ direction).std(ddof=1) / np.sqrt(len(shifts))
         t = along / spread if spread > 0 else (0.0 if along == 0 else np.copysign(np.inf, along))
         out[change] = {"along": along, "across": across, "cosine": along / max(np.hypot(along, across), 1e-12), "t": float(t)}

@@ -207,5 +207,3 @@ def test_resume_after_the_driver_is_killed_does_not_rerun_finished_trials(unbc_d
     for t in finished_before | interrupted:  # (a trial killed before its first checkpoint starts afresh)
         assert sum(e["trial_id"] == t and e["state"] == "fresh" for e in executions) == 1
     assert (output / "best_checkpoint" / "model.safetensors").is_file()
-
-
