@@ -13,6 +13,11 @@
 Forward passes are timed in evaluation mode without autograd (``forward``) and in training
 mode with autograd recording (``forward_train``, what a training step pays before its
 backward), median of ``repeats`` timings, each at least ``seconds`` long.
+
+``ops``: where one forward's time goes, from ``torch.profiler``: the share of the operators'
+own CPU time by kind (matrix multiplies, attention, convolution, the rest), and the GFLOP/s
+the matrix multiplies alone reach at the model's own shapes — whether the gap to the
+1024² matmul is in the multiplies or around them.
 """
 
 from __future__ import annotations
@@ -89,6 +94,47 @@ def model_rate(model, inputs, threads: int, seconds: float, repeats: int) -> dic
     return {"forward_gflop": flops / 1e9, "threads": threads, "forward_gflops": summary(forward), "forward_train_gflops": summary(train)}
 
 
+# aten operator → kind; what is not listed is element-wise or data movement ("other")
+OP_KINDS = {
+    "aten::mm": "matmul", "aten::addmm": "matmul", "aten::bmm": "matmul", "aten::baddbmm": "matmul",
+    "aten::_scaled_dot_product_flash_attention_for_cpu": "attention", "aten::_scaled_dot_product_attention_math": "attention",
+    "aten::mkldnn_convolution": "convolution", "aten::convolution": "convolution", "aten::_convolution": "convolution",
+}  # fmt: skip
+
+
+def op_breakdown(model, inputs, threads: int = 1, calls: int = 10) -> dict:
+    """Share of one forward's operator self-time by kind, and the matmuls' own GFLOP/s."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(*inputs)
+    matmul_flops = sum(n for op, n in counter.get_flop_counts()["Global"].items() if OP_KINDS.get(f"aten::{str(op).split('.')[1]}") == "matmul")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            model(*inputs)  # warm-up
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                for _ in range(calls):
+                    model(*inputs)
+    finally:
+        torch.set_num_threads(before)
+    seconds: dict[str, float] = {}
+    for event in prof.key_averages():
+        kind = OP_KINDS.get(event.key, "other")
+        seconds[kind] = seconds.get(kind, 0.0) + event.self_cpu_time_total / 1e6 / calls
+    total = sum(seconds.values())
+    return {
+        "share": {k: v / total for k, v in sorted(seconds.items(), key=lambda kv: -kv[1])},
+        "ms_per_forward": total * 1e3,
+        "matmul_gflops": matmul_flops / seconds["matmul"] / 1e9 if seconds.get("matmul") else None,
+    }
+
+
 def run_cpu_bench(quick: bool = False) -> dict:
     repeats = 1 if quick else 3
     seconds = 0.5 if quick else 1.5
@@ -107,6 +153,8 @@ def run_cpu_bench(quick: bool = False) -> dict:
     for name, (build, args) in cases.items():
         model, inputs = build(*args)
         figures = model_rate(model, inputs, 1, seconds, repeats)
+        figures["ops"] = op_breakdown(model, inputs)
+        figures["ops"]["matmul_vs_matmul_1024"] = ratio(figures["ops"]["matmul_gflops"], one)
         figures["forward_vs_matmul_one_thread"] = ratio(figures["forward_gflops"]["median"], one)
         figures["forward_train_vs_matmul_one_thread"] = ratio(figures["forward_train_gflops"]["median"], one)
         every_threads = model_rate(model, inputs, cpus, seconds, 1) if cpus > 1 else None

@@ -211,16 +211,22 @@ def warm_up(url: str, image: bytes, clients: int, timeout_s: float = 300) -> Non
 
 
 def _serve_pids(apps: list[str]) -> dict[str, dict[str, int]]:
-    """The proxy's and each app's ingress and model replica's process ids."""
+    """Each app's front-end processes (the Python proxy; in Serve's high-throughput mode also
+    the HAProxy manager actor and its ``haproxy`` process) and its ingress and model replica."""
+    import psutil
     import ray
     from ray.util.state import list_actors
 
     alive = list_actors(address=ray.get_runtime_context().gcs_address, filters=[("state", "=", "ALIVE")], limit=1000)
-    proxy = next(a.pid for a in alive if a.class_name == "ProxyActor")
+    front = {"proxy": next(a.pid for a in alive if a.class_name == "ProxyActor")}
+    manager = [a.pid for a in alive if a.class_name == "HAProxyManager"]
+    if manager:
+        front["haproxy_manager"] = manager[0]
+        front["haproxy"] = next(c.pid for c in psutil.Process(manager[0]).children(recursive=True) if c.name() == "haproxy")
     out = {}
     for app in apps:
         replicas = {a.class_name: a.pid for a in alive if a.class_name.startswith(f"ServeReplica:{app}:")}
-        out[app] = {"proxy": proxy, **{("ingress" if k.endswith("Ingress") else "model"): v for k, v in replicas.items()}}
+        out[app] = {**front, **{("ingress" if k.endswith("Ingress") else "model"): v for k, v in replicas.items()}}
     return out
 
 

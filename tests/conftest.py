@@ -29,7 +29,7 @@ def ray_cluster():
 
     from affectlab.ray_utils import runtime_env
 
-    ray.init(address="local", num_cpus=4, include_dashboard=True, log_to_driver=False, runtime_env=runtime_env())
+    ray.init(address="local", num_cpus=4, include_dashboard=True, log_to_driver=False, runtime_env=runtime_env(local=True))
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()

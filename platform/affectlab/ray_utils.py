@@ -13,6 +13,15 @@ import ray
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 _JOB_CONFIG = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by the job manager for submitted drivers
 HEALTH_CHECK_INTERVAL = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+# Ray Serve's high-throughput mode (Ray ≥ 2.56, docs: "Enable High Throughput on Ray Serve"):
+# HAProxy, not the Python proxy, takes the HTTP requests and hands them straight to the
+# ingress replica's own HTTP server; deployments talk over gRPC; user code runs on the
+# replica's event loop. On 2 cores it took the pain app from 0.42× to ≥ 1× the throughput
+# of plain uvicorn (docs/performance.md). Set either variable to 0 to turn it off.
+SERVE_HIGH_THROUGHPUT = ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED")
+# An ingress replica that stops stays open this long so that HAProxy drops it first (Ray's
+# default, 30 s, is for load balancers on other machines); on a local instance 2 s is enough.
+DRAINING_PERIOD = "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"
 
 
 def quiet_train_pg_cleaner() -> None:
@@ -25,13 +34,15 @@ def quiet_train_pg_cleaner() -> None:
     logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
 
 
-def runtime_env() -> dict:
+def runtime_env(local: bool = False) -> dict:
     """What every Ray worker needs to import affectlab without installing it.
 
     Under ``ray job submit --working-dir .`` each node unpacks the repository and runs the
     workers inside it, so the relative source root ``platform`` goes on ``PYTHONPATH``;
     on a local instance the absolute path of this checkout's source root does.
     Keys the submitted job already sets (``--runtime-env-json``) are left to the job.
+    Serve runs in its high-throughput mode (``SERVE_HIGH_THROUGHPUT``) wherever this job
+    starts it; ``local``: a local instance, whose ingress replicas drain for 2 s only.
     """
     job_env = json.loads(os.environ[_JOB_CONFIG]).get("runtime_env", {}) if _JOB_CONFIG in os.environ else None
     in_working_dir = bool(job_env and job_env.get("working_dir"))
@@ -43,6 +54,8 @@ def runtime_env() -> dict:
             # `ray.train.report` after the first waits up to this long (2 s by default):
             # on the short epochs of small models that doubled the run time.
             HEALTH_CHECK_INTERVAL: os.environ.get(HEALTH_CHECK_INTERVAL, "0.1"),
+            **{name: os.environ.get(name, "1") for name in SERVE_HIGH_THROUGHPUT},
+            **({DRAINING_PERIOD: os.environ.get(DRAINING_PERIOD, "2")} if local else {}),
         },
         "worker_process_setup_hook": "affectlab.ray_utils.quiet_train_pg_cleaner",
     }
@@ -68,6 +81,6 @@ def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
     else:
         # "local": a fresh instance, never a `ray start` cluster found by chance (use RAY_ADDRESS=auto for that)
         ray.init(
-            address="local", num_cpus=num_cpus or max(4, os.cpu_count() or 1), include_dashboard=True, runtime_env=runtime_env()
+            address="local", num_cpus=num_cpus or max(4, os.cpu_count() or 1), include_dashboard=True, runtime_env=runtime_env(local=True)
         )
     ray.data.DataContext.get_current().enable_progress_bars = False
