@@ -166,7 +166,11 @@ def run_cpu_bench(quick: bool = False) -> dict:
         "forward_vs_matmul": out["models"]["vitpain_tiny_48px_batch16"]["forward_vs_matmul_one_thread"],
         "c3d_forward_vs_matmul": out["models"]["c3d_tiny_preset_48f_48px_batch8"]["forward_vs_matmul_one_thread"],
         "matmul_all_vs_one_thread": ratio(every, one),
+        # the tiny ViTPain's own matrix multiplies, at its shapes, against the 1024² one
+        "forward_matmuls_vs_matmul": out["models"]["vitpain_tiny_48px_batch16"]["ops"]["matmul_vs_matmul_1024"],
     }
+    if "vitpain_small_224px_batch4" in out["models"]:
+        out["ratios"]["vitpain_small_224_forward_vs_matmul"] = out["models"]["vitpain_small_224px_batch4"]["forward_vs_matmul_one_thread"]
     return out
 
 

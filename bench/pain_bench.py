@@ -129,8 +129,8 @@ def plain_epoch(workload, model, optimizer, loader, cfg, generator) -> dict:
     return {"seconds": seconds, "rows": rows, "steps": steps, "data_seconds": waited, "s_per_row": seconds / rows}
 
 
-def dataloader_side(workload, cfg, repeats: int, worker_counts: tuple[int, ...]) -> dict:
-    """Feed and training epochs of the DataLoader baseline, for each ``num_workers``."""
+def dataloader_side(workload, cfg, repeats: int, worker_counts: tuple[int, ...], train: bool = True) -> dict:
+    """Feed and (``train``) training epochs of the DataLoader baseline, for each ``num_workers``."""
     import torch
 
     frames, train, refs, weights = fold_training_data(workload, cfg)
@@ -147,26 +147,30 @@ def dataloader_side(workload, cfg, repeats: int, worker_counts: tuple[int, ...])
                 for batch in loader:
                     n += len(batch["pspi"])
                 feed.append(n / (time.perf_counter() - started))
+            out[f"num_workers_{workers}"] = {"feed_rows_per_s": summary(feed[1:])}
+            if not train:
+                continue
             torch.manual_seed(cfg.seed)
             model = workload.build_model(cfg)
             optimizer = torch.optim.AdamW(workload.param_groups(model, cfg))
             generator = torch.Generator().manual_seed(cfg.seed)
             epochs = [plain_epoch(workload, model, optimizer, loader, cfg, generator) for _ in range(repeats + 1)]
             del loader  # stops its persistent workers
-            out[f"num_workers_{workers}"] = {
-                "feed_rows_per_s": summary(feed[1:]),
+            out[f"num_workers_{workers}"].update({
                 "epoch_s_per_row": summary([e["s_per_row"] for e in epochs[1:]]),
                 "epoch_seconds": summary([e["seconds"] for e in epochs[1:]]),
                 "data_wait_fraction": summary([e["data_seconds"] / e["seconds"] for e in epochs[1:]]),
                 "steps_per_epoch": epochs[-1]["steps"],
-            }
+            })
     finally:
         torch.set_num_threads(threads)
     by_feed = max(worker_counts, key=lambda w: out[f"num_workers_{w}"]["feed_rows_per_s"]["median"])
-    by_epoch = min(worker_counts, key=lambda w: out[f"num_workers_{w}"]["epoch_s_per_row"]["median"])
-    out["best_feed_num_workers"], out["best_epoch_num_workers"] = by_feed, by_epoch
+    out["best_feed_num_workers"] = by_feed
     out["best_feed_rows_per_s"] = out[f"num_workers_{by_feed}"]["feed_rows_per_s"]["median"]
-    out["best_epoch_s_per_row"] = out[f"num_workers_{by_epoch}"]["epoch_s_per_row"]["median"]
+    if train:
+        by_epoch = min(worker_counts, key=lambda w: out[f"num_workers_{w}"]["epoch_s_per_row"]["median"])
+        out["best_epoch_num_workers"] = by_epoch
+        out["best_epoch_s_per_row"] = out[f"num_workers_{by_epoch}"]["epoch_s_per_row"]["median"]
     return out
 
 
@@ -201,12 +205,14 @@ def run_pain_bench(workdir: Path, quick: bool = False) -> dict:
 
     init_ray()
     storage = str((workdir / "ray_results").resolve())
-    feed = platform_feed(workload, cfg, workload.datasets(cfg, FOLD)["train"], storage, repeats + 1)["rows_per_s"]
+    feed_run = platform_feed(workload, cfg, workload.datasets(cfg, FOLD)["train"], storage, repeats + 1)
+    feed = feed_run["rows_per_s"]
     epochs = platform_epochs(workload, cfg, storage, workdir / "epochs.jsonl")[1:]
     s_per_row = [e["train_seconds"] / max(1, e["train_rows"]) for e in epochs]
     results["platform"] = {
         "feed_rows_per_s": summary(feed[1:]),
         "feed_rows_per_s_epoch0": feed[0],
+        "feed_first_batch_s": summary(feed_run["first_batch_s"][1:]),
         "epoch_s_per_row": summary(s_per_row),
         "epoch_seconds": summary([e["train_seconds"] for e in epochs]),
         "data_wait_fraction": summary([e["train_data_seconds"] / e["train_seconds"] for e in epochs]),
@@ -218,7 +224,32 @@ def run_pain_bench(workdir: Path, quick: bool = False) -> dict:
         "epoch_vs_dataloader": ratio(median(s_per_row), dl["best_epoch_s_per_row"]),
         "feed_vs_dataloader": ratio(median(feed[1:]), dl["best_feed_rows_per_s"]),
     }
+    if not quick:
+        results["feed_4x_rows"] = feed_at_4x_rows(workload, cfg, workdir, repeats, workers, storage)
+        results["ratios"]["feed_vs_dataloader_4x_rows"] = results["feed_4x_rows"]["ratio"]
     return results
+
+
+def feed_at_4x_rows(workload, cfg, workdir: Path, repeats: int, workers: tuple[int, ...], storage: str) -> dict:
+    """The feed on 4× the rows per epoch (twice the sequences, twice their length): Ray Data
+    restarts its pipeline every epoch (~0.4 s to the first batch on 2 cores), a cost that the
+    small benchmark epoch (under a second) magnifies and a real UNBC fold (~38k frames) does not."""
+    from affectlab.data.synthetic_pain import write_synthetic_unbc
+    from affectlab.train.config import config_to_dict
+    from bench_train import platform_feed
+
+    data_dir = write_synthetic_unbc(workdir / "unbc_4x", sequences_per_subject=2 * 3, frames_per_sequence=2 * 20, size=64)
+    big = workload.make_config({**config_to_dict(cfg), "data_dir": str(data_dir)})
+    dl = dataloader_side(workload, big, repeats, workers, train=False)
+    run = platform_feed(workload, big, workload.datasets(big, FOLD)["train"], storage, repeats + 1)
+    return {
+        "rows": dl["rows"],
+        "dataloader_best_rows_per_s": dl["best_feed_rows_per_s"],
+        "dataloader_best_num_workers": dl["best_feed_num_workers"],
+        "platform_rows_per_s": summary(run["rows_per_s"][1:]),
+        "platform_first_batch_s": summary(run["first_batch_s"][1:]),
+        "ratio": ratio(median(run["rows_per_s"][1:]), dl["best_feed_rows_per_s"]),
+    }
 
 
 if __name__ == "__main__":

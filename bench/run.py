@@ -27,6 +27,7 @@ SUITES = ("cpu", "pain", "mouse", "cv", "serving", "probtalk3d")
 HEADLINE = {
     "epoch_vs_dataloader": ("pain", ("ratios", "epoch_vs_dataloader")),
     "feed_vs_dataloader": ("pain", ("ratios", "feed_vs_dataloader")),
+    "feed_vs_dataloader_4x_rows": ("pain", ("ratios", "feed_vs_dataloader_4x_rows")),
     "mouse_feed_vs_dataloader": ("mouse", ("ratios", "mouse_feed_vs_dataloader")),
     "serve_vs_uvicorn_32": ("serving", ("ratios", "serve_vs_uvicorn_32")),
     "serve_p99_vs_uvicorn_32": ("serving", ("ratios", "serve_p99_vs_uvicorn_32")),
@@ -36,6 +37,8 @@ HEADLINE = {
     "cv_overhead_fraction": ("cv", ("ratios", "cv_overhead_fraction")),
     "cv_platform_vs_sequential_wall": ("cv", ("ratios", "cv_platform_vs_sequential_wall")),
     "forward_vs_matmul": ("cpu", ("ratios", "forward_vs_matmul")),
+    "forward_matmuls_vs_matmul": ("cpu", ("ratios", "forward_matmuls_vs_matmul")),
+    "vitpain_small_224_forward_vs_matmul": ("cpu", ("ratios", "vitpain_small_224_forward_vs_matmul")),
     "c3d_forward_vs_matmul": ("cpu", ("ratios", "c3d_forward_vs_matmul")),
     "probtalk3d_generation_rtf_tiny": ("probtalk3d", ("generation", "tiny", "rtf_1_samples")),
     "probtalk3d_generation_rtf_paper": ("probtalk3d", ("generation", "paper", "rtf_1_samples")),
