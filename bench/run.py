@@ -84,7 +84,8 @@ def headline(results: dict) -> dict:
         value = results[suite]
         for part in path:
             value = value.get(part) if isinstance(value, dict) else None
-        out[key] = value
+        if value is not None:  # a figure only the full run measures is absent from --quick
+            out[key] = value
     return out
 
 
