@@ -129,8 +129,8 @@ def plain_epoch(workload, model, optimizer, loader, cfg, generator) -> dict:
     return {"seconds": seconds, "rows": rows, "steps": steps, "data_seconds": waited, "s_per_row": seconds / rows}
 
 
-def dataloader_side(workload, cfg, repeats: int, worker_counts: tuple[int, ...], train: bool = True) -> dict:
-    """Feed and (``train``) training epochs of the DataLoader baseline, for each ``num_workers``."""
+def dataloader_side(workload, cfg, repeats: int, worker_counts: tuple[int, ...], with_epochs: bool = True) -> dict:
+    """Feed and (``with_epochs``) training epochs of the DataLoader baseline, for each ``num_workers``."""
     import torch
 
     frames, train, refs, weights = fold_training_data(workload, cfg)
@@ -148,7 +148,7 @@ def dataloader_side(workload, cfg, repeats: int, worker_counts: tuple[int, ...],
                     n += len(batch["pspi"])
                 feed.append(n / (time.perf_counter() - started))
             out[f"num_workers_{workers}"] = {"feed_rows_per_s": summary(feed[1:])}
-            if not train:
+            if not with_epochs:
                 continue
             torch.manual_seed(cfg.seed)
             model = workload.build_model(cfg)
@@ -167,7 +167,7 @@ def dataloader_side(workload, cfg, repeats: int, worker_counts: tuple[int, ...],
     by_feed = max(worker_counts, key=lambda w: out[f"num_workers_{w}"]["feed_rows_per_s"]["median"])
     out["best_feed_num_workers"] = by_feed
     out["best_feed_rows_per_s"] = out[f"num_workers_{by_feed}"]["feed_rows_per_s"]["median"]
-    if train:
+    if with_epochs:
         by_epoch = min(worker_counts, key=lambda w: out[f"num_workers_{w}"]["epoch_s_per_row"]["median"])
         out["best_epoch_num_workers"] = by_epoch
         out["best_epoch_s_per_row"] = out[f"num_workers_{by_epoch}"]["epoch_s_per_row"]["median"]
@@ -240,7 +240,7 @@ def feed_at_4x_rows(workload, cfg, workdir: Path, repeats: int, workers: tuple[i
 
     data_dir = write_synthetic_unbc(workdir / "unbc_4x", sequences_per_subject=2 * 3, frames_per_sequence=2 * 20, size=64)
     big = workload.make_config({**config_to_dict(cfg), "data_dir": str(data_dir)})
-    dl = dataloader_side(workload, big, repeats, workers, train=False)
+    dl = dataloader_side(workload, big, repeats, workers, with_epochs=False)
     run = platform_feed(workload, big, workload.datasets(big, FOLD)["train"], storage, repeats + 1)
     return {
         "rows": dl["rows"],
