@@ -16,7 +16,7 @@ HEALTH_CHECK_INTERVAL = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 # Ray Serve's high-throughput mode (Ray ≥ 2.56, docs: "Enable High Throughput on Ray Serve"):
 # HAProxy, not the Python proxy, takes the HTTP requests and hands them straight to the
 # ingress replica's own HTTP server; deployments talk over gRPC; user code runs on the
-# replica's event loop. On 2 cores it took the pain app from 0.42× to ≥ 1× the throughput
+# replica's event loop. On 2 cores it took the pain app from 0.42× to 0.95× the throughput
 # of plain uvicorn (docs/performance.md). Set either variable to 0 to turn it off.
 SERVE_HIGH_THROUGHPUT = ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED")
 # An ingress replica that stops stays open this long so that HAProxy drops it first (Ray's
