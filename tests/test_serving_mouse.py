@@ -345,3 +345,23 @@ def test_serve_config_files_are_valid(name):
     module, _, attr = app.import_path.partition(":")
     assert callable(getattr(importlib.import_module(module), attr))
     assert {d.name for d in app.deployments} == {f"{name.capitalize()}Ingress", f"{name.capitalize()}Model"}
+
+
+@pytest.mark.parametrize("name", ["pain", "mouse", "infant", "probtalk3d"])
+def test_serve_config_files_run_serve_as_the_platform_does(name, monkeypatch):
+    """Each serve/*.yaml starts Serve in the mode every platform-started Ray instance uses:
+    the controller (which starts HAProxy) and the replicas see the same variables."""
+    from pathlib import Path
+
+    import yaml
+
+    from affectlab.ray_utils import SERVE_HIGH_THROUGHPUT, runtime_env
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "serve" / f"{name}.yaml").read_text())
+    (app,) = config["applications"]
+    for variable in SERVE_HIGH_THROUGHPUT:
+        monkeypatch.delenv(variable, raising=False)
+    assert SERVE_HIGH_THROUGHPUT.items() <= runtime_env()["env_vars"].items()
+    assert SERVE_HIGH_THROUGHPUT.items() <= app["runtime_env"]["env_vars"].items()
+    controller = config["controller_options"]["runtime_env"]["env_vars"]
+    assert controller["RAY_SERVE_ENABLE_HA_PROXY"] == controller["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"

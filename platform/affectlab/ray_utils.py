@@ -18,7 +18,15 @@ HEALTH_CHECK_INTERVAL = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 # ingress replica's own HTTP server; deployments talk over gRPC; user code runs on the
 # replica's event loop. On 2 cores it took the pain app from 0.42× to 0.95× the throughput
 # of plain uvicorn (docs/performance.md). Set either variable to 0 to turn it off.
-SERVE_HIGH_THROUGHPUT = ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED")
+# Serve's high-throughput mode (docs/serving.md), with one of its defaults undone: it keeps up
+# to 1,000 replica log lines in memory, so an ingress's start-up messages (open or token,
+# random weights) reached the log file only much later, or never if the replica died. One
+# write per line costs nothing next to a request's milliseconds of decode and forward.
+SERVE_HIGH_THROUGHPUT = {
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
+}
 # An ingress replica that stops stays open this long so that HAProxy drops it first (Ray's
 # default, 30 s, is for load balancers on other machines); on a local instance 2 s is enough.
 DRAINING_PERIOD = "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"
@@ -54,7 +62,7 @@ def runtime_env(local: bool = False) -> dict:
             # `ray.train.report` after the first waits up to this long (2 s by default):
             # on the short epochs of small models that doubled the run time.
             HEALTH_CHECK_INTERVAL: os.environ.get(HEALTH_CHECK_INTERVAL, "0.1"),
-            **{name: os.environ.get(name, "1") for name in SERVE_HIGH_THROUGHPUT},
+            **{name: os.environ.get(name, default) for name, default in SERVE_HIGH_THROUGHPUT.items()},
             **({DRAINING_PERIOD: os.environ.get(DRAINING_PERIOD, "2")} if local else {}),
         },
         "worker_process_setup_hook": "affectlab.ray_utils.quiet_train_pg_cleaner",
