@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -56,17 +57,35 @@ def cv_overhead(wall_s: float, trial_seconds: Sequence[float], concurrency: int)
     return {"wall_s": float(wall_s), "ideal_s": ideal, "overhead_s": overhead, "overhead_fraction": overhead / float(wall_s)}
 
 
-def forward_flops(model, *inputs, **kwargs) -> int:
-    """FLOPs of one forward pass of ``model(*inputs)``, counted by PyTorch's own
-    ``torch.utils.flop_counter.FlopCounterMode`` (a multiply-add is 2 FLOPs; matmuls,
-    convolutions and attention are counted, element-wise work is not)."""
+def forward_flop_counts(model, *inputs, **kwargs) -> dict[str, int]:
+    """FLOPs of one forward pass of ``model(*inputs)`` per aten operator (``"aten::mm"``…),
+    counted by PyTorch's own ``torch.utils.flop_counter.FlopCounterMode`` (a multiply-add is
+    2 FLOPs; matmuls, convolutions and attention are counted, element-wise work is not)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
         model(*inputs, **kwargs)
-    return int(counter.get_total_flops())
+    return {str(op).replace(".", "::", 1): int(n) for op, n in counter.get_flop_counts()["Global"].items()}
+
+
+def forward_flops(model, *inputs, **kwargs) -> int:
+    """Total FLOPs of one forward pass (``forward_flop_counts`` summed)."""
+    return sum(forward_flop_counts(model, *inputs, **kwargs).values())
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """PyTorch's intra-op thread count set to ``threads`` inside the block, restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def time_calls(fn: Callable[[], object], min_seconds: float, min_calls: int = 3, warmup: int = 1) -> float:

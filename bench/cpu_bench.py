@@ -33,19 +33,15 @@ except ImportError:  # not installed: use the source root, as the jobs do
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_utils import forward_flops, load_average, ratio, summary, time_calls  # noqa: E402
+from bench_utils import forward_flop_counts, load_average, ratio, summary, time_calls, torch_threads  # noqa: E402
 
 
 def matmul_gflops(n: int, threads: int, seconds: float, repeats: int) -> dict:
     import torch
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        a, b = torch.randn(n, n), torch.randn(n, n)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    with torch_threads(threads):
         rates = [2 * n**3 / time_calls(lambda: torch.mm(a, b), seconds) / 1e9 for _ in range(repeats)]
-    finally:
-        torch.set_num_threads(before)
     return {"n": n, "threads": threads, "gflops": summary(rates)}
 
 
@@ -76,21 +72,17 @@ def c3d_case(light: bool, width: float, frames: int, size: int, batch: int):
 def model_rate(model, inputs, threads: int, seconds: float, repeats: int) -> dict:
     import torch
 
-    flops = forward_flops(model.eval(), *inputs)
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        def infer():
-            with torch.no_grad():
-                model(*inputs)
+    flops = sum(forward_flop_counts(model.eval(), *inputs).values())
 
-        model.eval()
+    def infer():
+        with torch.no_grad():
+            model(*inputs)
+
+    with torch_threads(threads):
         forward = [flops / time_calls(infer, seconds) / 1e9 for _ in range(repeats)]
         model.train()
         train = [flops / time_calls(lambda: model(*inputs), seconds) / 1e9 for _ in range(repeats)]
-    finally:
-        torch.set_num_threads(before)
-        model.eval()
+    model.eval()
     return {"forward_gflop": flops / 1e9, "threads": threads, "forward_gflops": summary(forward), "forward_train_gflops": summary(train)}
 
 
@@ -106,23 +98,13 @@ def op_breakdown(model, inputs, threads: int = 1, calls: int = 10) -> dict:
     """Share of one forward's operator self-time by kind, and the matmuls' own GFLOP/s."""
     import torch
     from torch.profiler import ProfilerActivity, profile
-    from torch.utils.flop_counter import FlopCounterMode
 
-    model.eval()
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(*inputs)
-    matmul_flops = sum(n for op, n in counter.get_flop_counts()["Global"].items() if OP_KINDS.get(f"aten::{str(op).split('.')[1]}") == "matmul")
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with torch.no_grad():
-            model(*inputs)  # warm-up
-            with profile(activities=[ProfilerActivity.CPU]) as prof:
-                for _ in range(calls):
-                    model(*inputs)
-    finally:
-        torch.set_num_threads(before)
+    matmul_flops = sum(n for op, n in forward_flop_counts(model.eval(), *inputs).items() if OP_KINDS.get(op) == "matmul")
+    with torch_threads(threads), torch.no_grad():
+        model(*inputs)  # warm-up
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(calls):
+                model(*inputs)
     seconds: dict[str, float] = {}
     for event in prof.key_averages():
         kind = OP_KINDS.get(event.key, "other")

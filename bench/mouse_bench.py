@@ -29,7 +29,7 @@ except ImportError:  # not installed: use the source root, as the jobs do
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_utils import load_average, median, ratio, summary  # noqa: E402
+from bench_utils import load_average, median, ratio, summary, torch_threads  # noqa: E402
 
 
 class MouseWindows:
@@ -82,8 +82,6 @@ def dataloader_rates(dataset, batch_size: int, num_workers: int, epochs: int, se
 
 
 def run_mouse_bench(workdir: Path, quick: bool = False, n_animals: int = 6, video_size: int = 128, model: str = "c3d") -> dict:
-    import torch
-
     from affectlab.data.synthetic_mouse import write_synthetic_mouse
     from affectlab.ray_utils import init_ray
     from affectlab.workloads import get_workload
@@ -100,12 +98,8 @@ def run_mouse_bench(workdir: Path, quick: bool = False, n_animals: int = 6, vide
                "window_frames": cfg.window, "video_size": video_size, "image_size": cfg.input_size, "batch_size": cfg.batch_size}  # fmt: skip
 
     dataset = MouseWindows(items, cfg.input_size, cfg.min_likelihood, weights)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in a 1-CPU Train worker
-    try:
+    with torch_threads(1):  # as in a 1-CPU Train worker
         dl = {w: dataloader_rates(dataset, cfg.batch_size, w, repeats + 1, cfg.seed) for w in worker_counts}
-    finally:
-        torch.set_num_threads(threads)
     results["dataloader"] = {f"num_workers_{w}": summary(r[1:]) for w, r in dl.items()}
     best = max(worker_counts, key=lambda w: median(dl[w][1:]))
     results["dataloader"].update(best_num_workers=best, best_windows_per_s=median(dl[best][1:]))

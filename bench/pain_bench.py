@@ -37,7 +37,7 @@ except ImportError:  # not installed: use the source root, as the jobs do
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_utils import load_average, median, ratio, summary  # noqa: E402
+from bench_utils import load_average, median, ratio, summary, torch_threads  # noqa: E402
 
 FOLD = 0
 
@@ -136,9 +136,7 @@ def dataloader_side(workload, cfg, repeats: int, worker_counts: tuple[int, ...],
     frames, train, refs, weights = fold_training_data(workload, cfg)
     dataset = UNBCFrames(frames, train, refs, cfg.image_size)
     out = {"rows": len(dataset)}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         for workers in worker_counts:
             loader = make_loader(dataset, weights, cfg.batch_size, workers, cfg.seed)
             feed = []
@@ -162,8 +160,6 @@ def dataloader_side(workload, cfg, repeats: int, worker_counts: tuple[int, ...],
                 "data_wait_fraction": summary([e["data_seconds"] / e["seconds"] for e in epochs[1:]]),
                 "steps_per_epoch": epochs[-1]["steps"],
             })
-    finally:
-        torch.set_num_threads(threads)
     by_feed = max(worker_counts, key=lambda w: out[f"num_workers_{w}"]["feed_rows_per_s"]["median"])
     out["best_feed_num_workers"] = by_feed
     out["best_feed_rows_per_s"] = out[f"num_workers_{by_feed}"]["feed_rows_per_s"]["median"]

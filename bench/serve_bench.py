@@ -42,7 +42,7 @@ except ImportError:  # not installed: use the source root, as the jobs do
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_utils import load_average, median, percentile, ratio, time_calls  # noqa: E402
+from bench_utils import load_average, median, percentile, ratio, time_calls, torch_threads  # noqa: E402
 
 MAX_REQUESTS = 50_000  # per phase, whatever the duration
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
@@ -82,8 +82,6 @@ def free_port() -> int:
 def ceiling(checkpoint: Path, image: bytes, seconds: float, threads: int = 1) -> dict:
     """Items/s of ``predict_batch`` + ``encode`` on decoded inputs per batch size, and the
     per-request decode time, in this process with ``threads`` torch threads."""
-    import torch
-
     from affectlab.serving.layer import Payload
     from affectlab.serving.pain import PainPredictor
     from affectlab.serving.registry import ModelRegistry
@@ -91,9 +89,7 @@ def ceiling(checkpoint: Path, image: bytes, seconds: float, threads: int = 1) ->
     predictor = PainPredictor()
     entry = ModelRegistry(checkpoint, "pain").get(None)
     model = predictor.load(entry)
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         decode_s = time_calls(lambda: predictor.decode(Payload({"image": [image]}, "multipart"), entry), seconds / 4)
         item = predictor.decode(Payload({"image": [image]}, "multipart"), entry)
         out = {"torch_threads": threads, "decode_ms": decode_s * 1000, "batch_sizes": {}}
@@ -101,8 +97,6 @@ def ceiling(checkpoint: Path, image: bytes, seconds: float, threads: int = 1) ->
             inputs = [item] * size
             s = time_calls(lambda: [predictor.encode(o) for o in predictor.predict_batch(model, inputs)], seconds / len(BATCH_SIZES))
             out["batch_sizes"][str(size)] = {"ms_per_batch": s * 1000, "items_per_s": size / s}
-    finally:
-        torch.set_num_threads(before)
     return out
 
 
@@ -222,7 +216,10 @@ def _serve_pids(apps: list[str]) -> dict[str, dict[str, int]]:
     manager = [a.pid for a in alive if a.class_name == "HAProxyManager"]
     if manager:
         front["haproxy_manager"] = manager[0]
-        front["haproxy"] = next(c.pid for c in psutil.Process(manager[0]).children(recursive=True) if c.name() == "haproxy")
+        haproxy = [c.pid for c in psutil.Process(manager[0]).children(recursive=True) if c.name() == "haproxy"]
+        if not haproxy:
+            raise RuntimeError(f"Serve's HAProxyManager (pid {manager[0]}) has no haproxy process: HAProxy did not start, see its log under the Ray session's logs/serve/")
+        front["haproxy"] = haproxy[0]
     out = {}
     for app in apps:
         replicas = {a.class_name: a.pid for a in alive if a.class_name.startswith(f"ServeReplica:{app}:")}
