@@ -33,7 +33,7 @@ except ImportError:  # not installed: use the source root, as the jobs do
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_utils import forward_flop_counts, load_average, ratio, summary, time_calls, torch_threads  # noqa: E402
+from bench_utils import forward_flop_counts, forward_flops, load_average, ratio, summary, time_calls, torch_threads  # noqa: E402
 
 
 def matmul_gflops(n: int, threads: int, seconds: float, repeats: int) -> dict:
@@ -72,7 +72,7 @@ def c3d_case(light: bool, width: float, frames: int, size: int, batch: int):
 def model_rate(model, inputs, threads: int, seconds: float, repeats: int) -> dict:
     import torch
 
-    flops = sum(forward_flop_counts(model.eval(), *inputs).values())
+    flops = forward_flops(model.eval(), *inputs)
 
     def infer():
         with torch.no_grad():

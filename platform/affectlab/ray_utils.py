@@ -18,10 +18,9 @@ HEALTH_CHECK_INTERVAL = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 # ingress replica's own HTTP server; deployments talk over gRPC; user code runs on the
 # replica's event loop. On 2 cores it took the pain app from 0.42× to 0.95× the throughput
 # of plain uvicorn (docs/performance.md). Set either variable to 0 to turn it off.
-# Serve's high-throughput mode (docs/serving.md), with one of its defaults undone: it keeps up
-# to 1,000 replica log lines in memory, so an ingress's start-up messages (open or token,
-# random weights) reached the log file only much later, or never if the replica died. One
-# write per line costs nothing next to a request's milliseconds of decode and forward.
+# One of the mode's defaults is undone: it keeps up to 1,000 replica log lines in memory, so
+# an ingress's start-up messages (token or open, random weights) reached its log late, or
+# never if the replica died; one write per line is nothing next to a request's milliseconds.
 SERVE_HIGH_THROUGHPUT = {
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
