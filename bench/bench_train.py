@@ -80,3 +80,20 @@ def platform_feed(workload, cfg, dataset, storage: str, epochs: int, prefetch_ba
                                        logging_config=ray.train.LoggingConfig(log_level="WARNING")),  # fmt: skip
     )
     return trainer.fit().metrics
+
+
+def cached_and_streamed_feeds(workload, cfg, fold, storage: str, epochs: int) -> dict:
+    """The training split's feed as the workload builds it (decoded once and cached where it
+    fits, ``affectlab.data.decoding``), with ``datasets_seconds`` (building and decoding
+    every split), and ``streamed``: the same split with ``cache_data=False``, decoded every epoch."""
+    import time
+
+    from affectlab.train.config import config_to_dict
+
+    started = time.perf_counter()
+    train = workload.datasets(cfg, fold)["train"]
+    datasets_seconds = time.perf_counter() - started
+    cached = platform_feed(workload, cfg, train, storage, epochs)
+    streaming = workload.make_config({**config_to_dict(cfg), "cache_data": False})
+    streamed = platform_feed(workload, streaming, workload.datasets(streaming, fold)["train"], storage, epochs)
+    return {**cached, "datasets_seconds": datasets_seconds, "streamed": streamed}

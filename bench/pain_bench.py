@@ -187,7 +187,7 @@ def run_pain_bench(workdir: Path, quick: bool = False) -> dict:
     from affectlab.ray_utils import init_ray
     from affectlab.workloads import get_workload
     from affectlab.workloads.pain import PRESETS
-    from bench_train import platform_feed
+    from bench_train import cached_and_streamed_feeds
 
     repeats = 1 if quick else 3
     workers = (0, 2) if quick else (0, 1, 2)
@@ -201,13 +201,16 @@ def run_pain_bench(workdir: Path, quick: bool = False) -> dict:
 
     init_ray()
     storage = str((workdir / "ray_results").resolve())
-    feed_run = platform_feed(workload, cfg, workload.datasets(cfg, FOLD)["train"], storage, repeats + 1)
-    feed = feed_run["rows_per_s"]
+    feed_run = cached_and_streamed_feeds(workload, cfg, FOLD, storage, repeats + 1)
+    feed, streamed = feed_run["rows_per_s"], feed_run["streamed"]["rows_per_s"]
     epochs = platform_epochs(workload, cfg, storage, workdir / "epochs.jsonl")[1:]
     s_per_row = [e["train_seconds"] / max(1, e["train_rows"]) for e in epochs]
     results["platform"] = {
         "feed_rows_per_s": summary(feed[1:]),
         "feed_rows_per_s_epoch0": feed[0],
+        "datasets_seconds": feed_run["datasets_seconds"],
+        "streamed_feed_rows_per_s": summary(streamed[1:]),
+        "streamed_feed_first_batch_s": summary(feed_run["streamed"]["first_batch_s"][1:]),
         "feed_first_batch_s": summary(feed_run["first_batch_s"][1:]),
         "epoch_s_per_row": summary(s_per_row),
         "epoch_seconds": summary([e["train_seconds"] for e in epochs]),
@@ -219,6 +222,7 @@ def run_pain_bench(workdir: Path, quick: bool = False) -> dict:
     results["ratios"] = {
         "epoch_vs_dataloader": ratio(median(s_per_row), dl["best_epoch_s_per_row"]),
         "feed_vs_dataloader": ratio(median(feed[1:]), dl["best_feed_rows_per_s"]),
+        "streamed_feed_vs_dataloader": ratio(median(streamed[1:]), dl["best_feed_rows_per_s"]),
     }
     if not quick:
         results["feed_4x_rows"] = feed_at_4x_rows(workload, cfg, workdir, repeats, workers, storage)

@@ -13,20 +13,31 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def add_cluster_options(p: argparse.ArgumentParser, wandb_help: str = "Weights & Biases tracking") -> None:
-    """--workers, --gpu, --cpus-per-worker, --storage and --wandb, read back by ``cluster_values``."""
+_CACHE = {"auto": None, "on": True, "off": False}
+
+
+def add_cluster_options(p: argparse.ArgumentParser, wandb_help: str = "Weights & Biases tracking", cache: bool = False) -> None:
+    """--workers, --gpu, --cpus-per-worker, --storage, --wandb and (``cache``) --cache-data,
+    read back by ``cluster_values``."""
     r = p.add_argument_group("cluster")
     r.add_argument("--workers", type=int, help="Ray Train workers per run (DDP when > 1)")
     r.add_argument("--gpu", action="store_true", help="one GPU per Train worker, mixed precision")
     r.add_argument("--cpus-per-worker", type=float, help="CPUs reserved by each Train worker (its torch thread count)")
     r.add_argument("--storage", help="Ray storage path for checkpoints and results (s3://... on a multi-node cluster); default OUTPUT/ray_results")
     r.add_argument("--wandb", choices=["off", "offline", "online"], default="offline", help=wandb_help)
+    if cache:
+        r.add_argument("--cache-data", choices=list(_CACHE), default="auto",
+                       help="keep each decoded split in Ray's object store after its first read: auto = when it fits in a "
+                       "tenth of the store; off = decode every epoch")  # fmt: skip
 
 
 def cluster_values(args: argparse.Namespace) -> dict:
     """The config fields (``TrainConfig``) the cluster options set; unset options are left out."""
     values = {"use_gpu": True if args.gpu else None, "num_workers": args.workers, "cpus_per_worker": args.cpus_per_worker}
-    return {k: v for k, v in values.items() if v is not None}
+    values = {k: v for k, v in values.items() if v is not None}
+    if getattr(args, "cache_data", "auto") != "auto":
+        values["cache_data"] = _CACHE[args.cache_data]
+    return values
 
 
 def given(args: argparse.Namespace, names) -> dict:

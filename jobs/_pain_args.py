@@ -48,7 +48,7 @@ def parser(description: str, data_help: str) -> argparse.ArgumentParser:
     e = p.add_argument_group("references")
     e.add_argument("--n-shots", type=int, help="neutral references averaged at evaluation (multi-shot)")
     e.add_argument("--reference-policy", choices=["first_frames", "oracle"], help="evaluation references: first frames of the subject (label-free) or PSPI=0 frames chosen with labels (oracle, the original protocol)")
-    add_cluster_options(p)
+    add_cluster_options(p, cache=True)
     return p
 
 

@@ -89,7 +89,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--temporal-dropout", type=float, help="probability that a frame's video and pose inputs are blanked")
     t.add_argument("--seed", type=int, help="seed of splits, initialisation, sampling and augmentation (and of --synthetic data)")
     t.add_argument("--rotate90", action="store_true", help="augment: rotate each training window's frames and keypoint targets by k x 90 degrees")
-    add_cluster_options(p, wandb_help="with --cv: Weights & Biases tracking")
+    add_cluster_options(p, wandb_help="with --cv: Weights & Biases tracking", cache=True)
     return p
 
 

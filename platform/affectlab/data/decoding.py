@@ -12,6 +12,12 @@ every epoch from the second on reads 1700-2000 (docs/performance.md).
 On such a single-node instance the decode operators are therefore capped at the
 machine's cores. A cluster's nodes declare their real CPUs and may join while a job runs;
 there Ray schedules decode tasks by what is free, uncapped.
+
+A split whose decoded rows fit in a tenth of the cluster's object store is decoded once
+and kept there (``cache_decoded``): every epoch after the first then reads blocks instead
+of running decode tasks beside the Train worker. The decode is deterministic and all
+randomness (augmentation, the weighted draw, the shuffle) happens in the worker, so the
+cache changes no row a step sees (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -31,3 +37,16 @@ def decode_compute() -> ray.data.TaskPoolStrategy | None:
     if len(nodes) != 1 or nodes[0].get("Resources", {}).get("CPU", 0) <= cores:
         return None
     return ray.data.TaskPoolStrategy(size=cores)
+
+
+CACHE_SHARE = 0.1  # of the cluster's object store, for one split's decoded rows
+
+
+def cache_decoded(ds: ray.data.Dataset, nbytes: int, cache: bool | None = None) -> ray.data.Dataset:
+    """``ds`` decoded once and held in the object store (``Dataset.materialize``) when
+    ``cache`` is True, or None and ``nbytes`` (the decoded split's size) fits in
+    ``CACHE_SHARE`` of the cluster's object store; otherwise streamed, decoded every epoch."""
+    if cache is None:
+        store = ray.cluster_resources().get("object_store_memory", 0) if ray.is_initialized() else 0
+        cache = nbytes <= CACHE_SHARE * store
+    return ds.materialize() if cache else ds

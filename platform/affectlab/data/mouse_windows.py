@@ -38,11 +38,13 @@ import cv2
 import numpy as np
 import ray
 
-from affectlab.data.decoding import decode_compute
+from affectlab.data.decoding import cache_decoded, decode_compute
 from affectlab.data.mouse import MouseDataError, Trial, gray_frame, read_annotation, read_dlc, read_video_frames
 from affectlab.data.pose import interpolate_low_likelihood
 
 log = logging.getLogger(__name__)
+
+_POSE_BYTES_PER_FRAME = 4 * (6 * 2 + 6) + 8 + 4  # keypoints, visible, label, weight of a decoded frame
 
 # ---------------------------------------------------------------------------- window table
 
@@ -79,26 +81,29 @@ def window_items(trials: list[Trial], trial_ids: list[int], labels: list[np.ndar
 
 def window_dataset(
     items: list[dict], image_size: int, min_likelihood: float = 0.9, class_weights=None, windows_per_task: int = 8,
-    bodyparts: dict[str, str] | None = None, individual: str | None = None,
+    bodyparts: dict[str, str] | None = None, individual: str | None = None, cache: bool | None = None,
 ):  # fmt: skip
     """A Ray Dataset of decoded windows (see the module docstring for the columns).
 
     ``bodyparts`` (ours=theirs) and ``individual`` say where the six keypoints are in the
     DLC files (``affectlab.data.dlc.read_dlc``). Blocks hold consecutive items: order the
-    items so that every stretch mixes trials (``affectlab.data.mouse_dataset``).
+    items so that every stretch mixes trials (``affectlab.data.mouse_dataset``). Decoded once
+    and cached as ``affectlab.data.decoding.cache_decoded`` decides.
     """
     if not items:
         raise ValueError("no windows to read")
     n_blocks = max(1, math.ceil(len(items) / (2 * windows_per_task)))
     weights = None if class_weights is None else np.asarray(class_weights, dtype=np.float32)
     pose_kwargs = {"bodyparts": dict(bodyparts or {}), "individual": individual}
-    return ray.data.from_items(items, override_num_blocks=n_blocks).map_batches(
+    ds = ray.data.from_items(items, override_num_blocks=n_blocks).map_batches(
         load_windows,
         fn_kwargs={"image_size": image_size, "min_likelihood": min_likelihood, "class_weights": weights, **pose_kwargs},
         batch_size=windows_per_task,
         num_cpus=0.25,
         compute=decode_compute(),
     )
+    frames = sum(len(item["labels"]) for item in items)
+    return cache_decoded(ds, frames * (image_size * image_size + _POSE_BYTES_PER_FRAME), cache)
 
 
 # ---------------------------------------------------------------------------- decoding

@@ -29,7 +29,7 @@ import pandas as pd
 import ray
 
 from affectlab.constants.pain import AU_NAMES
-from affectlab.data.decoding import decode_compute
+from affectlab.data.decoding import cache_decoded, decode_compute
 
 if TYPE_CHECKING:  # Ray Data tasks read through this module: they need no torch
     import torch
@@ -186,19 +186,28 @@ def _label_dataset(rows: dict[str, np.ndarray], batch_size: int):
     return ray.data.from_items(items, override_num_blocks=n_blocks)
 
 
+def _decoded_bytes(refs: np.ndarray, size: int) -> int:
+    """The decoded split's size: each row's face and references, uint8 ``[3,S,S]`` each."""
+    return refs.shape[0] * (1 + refs.shape[1]) * 3 * size * size
+
+
 def unbc_dataset(table: pd.DataFrame, refs: np.ndarray, frames_path: str | Path, size: int, batch_size: int = 32,
-                 weights: np.ndarray | None = None):  # fmt: skip
+                 weights: np.ndarray | None = None, cache: bool | None = None):  # fmt: skip
     """A Ray Dataset of UNBC samples: ``image``, ``reference`` ``[N,3,S,S]``, labels (and
-    ``sample_weight`` when ``weights`` are given), in the table's row order."""
+    ``sample_weight`` when ``weights`` are given), in the table's row order; decoded once
+    and cached as ``affectlab.data.decoding.cache_decoded`` decides."""
     ds = _label_dataset(_rows(table.assign(sample_id=table["frame"]), refs, "sample_id", weights), batch_size)
-    return ds.map_batches(
+    ds = ds.map_batches(
         load_unbc_batch, fn_kwargs={"frames_path": str(frames_path), "size": size}, batch_size=batch_size, num_cpus=0.25,
         compute=decode_compute(),
     )  # fmt: skip
+    return cache_decoded(ds, _decoded_bytes(refs, size), cache)
 
 
-def files_dataset(table: pd.DataFrame, refs: np.ndarray, paths: dict[int, str], size: int, batch_size: int = 32):
+def files_dataset(table: pd.DataFrame, refs: np.ndarray, paths: dict[int, str], size: int, batch_size: int = 32,
+                  cache: bool | None = None):  # fmt: skip
     """A Ray Dataset of samples read from image files (3D-Pain)."""
     ds = _label_dataset(_rows(table, refs, "sample_id", None), batch_size)
-    return ds.map_batches(load_file_batch, fn_kwargs={"paths": paths, "size": size}, batch_size=batch_size, num_cpus=0.25,
-                          compute=decode_compute())  # fmt: skip
+    ds = ds.map_batches(load_file_batch, fn_kwargs={"paths": paths, "size": size}, batch_size=batch_size, num_cpus=0.25,
+                        compute=decode_compute())  # fmt: skip
+    return cache_decoded(ds, _decoded_bytes(refs, size), cache)

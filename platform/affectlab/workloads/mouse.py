@@ -62,6 +62,7 @@ class MouseConfig(TrainConfig):
     bodyparts: dict[str, str] = field(default_factory=dict)  # ours=theirs: DLC names of BODYPARTS ("mouth=Snout,..." accepted)
     individual: str | None = None  # the animal to read from multi-animal DLC files
     windows_per_task: int = 8  # windows decoded per Ray Data task
+    cache_data: bool | None = None  # decode each split once and keep it (None: when it fits, data.decoding)
     shuffle_buffer: int = 16  # windows in each worker's per-epoch shuffle buffer (frames: window x S x S bytes each)
     # model
     backbone: str = "vit_small_patch14_dinov2.lvd142m"  # multitask: timm name, or tiny_resnet / tiny_vit
@@ -162,10 +163,12 @@ class MouseWorkload(WorkloadDefaults):
             oversample=cfg.oversample, oversample_max=cfg.oversample_max, class_weights=cfg.class_weights, seed=cfg.seed,
         )  # fmt: skip
         pose = {"bodyparts": cfg.bodyparts, "individual": cfg.individual}
-        out = {"train": window_dataset(train, cfg.input_size, cfg.min_likelihood, weights, cfg.windows_per_task, **pose)}
-        for split in ("val", "test"):
+        out = {"train": window_dataset(train, cfg.input_size, cfg.min_likelihood, weights, cfg.windows_per_task, **pose,
+                                       cache=cfg.cache_data)}  # fmt: skip
+        for split in ("val", "test"):  # val is read every epoch, test once
             tiles = evaluation_windows(parts[split], labels[split], cfg.eval_window)
-            out[split] = window_dataset(tiles, cfg.input_size, cfg.min_likelihood, None, cfg.windows_per_task, **pose)
+            out[split] = window_dataset(tiles, cfg.input_size, cfg.min_likelihood, None, cfg.windows_per_task, **pose,
+                                        cache=cfg.cache_data if split == "val" else False)  # fmt: skip
         return out
 
     # -- model --------------------------------------------------------------------------

@@ -33,6 +33,7 @@ class PainConfig(TrainConfig):
     weighted_sampling: bool = True  # PSPI ≥ 1 drawn twice as often (UNBC), redrawn every epoch
     reference_policy: str = "first_frames"  # evaluation references; "oracle" = original protocol
     n_shots: int = 1  # references averaged at evaluation (multi-shot)
+    cache_data: bool | None = None  # decode each split once and keep it (None: when it fits, data.decoding)
     # model (see ViTPainConfig)
     backbone: str = "large"
     image_size: int = 224
@@ -76,6 +77,11 @@ class PainConfig(TrainConfig):
         return ViTPainConfig.from_run_config(asdict(self))
 
 
+def _cache(cfg: PainConfig, split: str) -> bool | None:
+    """Cache only the splits read every epoch; the others are read once, at the end."""
+    return cfg.cache_data if split in ("train", "val") else False
+
+
 class PainWorkload(WorkloadDefaults):
     name = "pain"
     config_class = PainConfig
@@ -98,8 +104,9 @@ class PainWorkload(WorkloadDefaults):
         else:
             tables = unbc.fold_tables(fold, cfg.inner_val_fraction, cfg.seed)
 
-        def make(table, refs):
-            return pain_data.unbc_dataset(table, refs, unbc.paths.frames, cfg.image_size)
+        def make(split, table, refs, weights=None):
+            return pain_data.unbc_dataset(table, refs, unbc.paths.frames, cfg.image_size, weights=weights,
+                                          cache=_cache(cfg, split))  # fmt: skip
 
         train = tables["train"]
         refs = pain_data.training_references(train, 1, cfg.seed)
@@ -107,10 +114,9 @@ class PainWorkload(WorkloadDefaults):
         # weights, redraws every epoch.
         rows = np.random.default_rng(cfg.seed).permutation(len(train))
         weights = pain_data.sample_weights(train)[rows] if cfg.weighted_sampling else None
-        out = {"train": pain_data.unbc_dataset(train.iloc[rows].reset_index(drop=True), refs[rows], unbc.paths.frames,
-                                               cfg.image_size, weights=weights)}  # fmt: skip
+        out = {"train": make("train", train.iloc[rows].reset_index(drop=True), refs[rows], weights)}
         for split, table in [("train_eval", train)] + [(s, tables[s]) for s in ("val", "test") if s in tables]:
-            out[split] = make(table, pain_data.evaluation_references(table, cfg.n_shots, cfg.reference_policy, cfg.seed))
+            out[split] = make(split, table, pain_data.evaluation_references(table, cfg.n_shots, cfg.reference_policy, cfg.seed))
         return out
 
     def _pain3d_datasets(self, cfg: PainConfig) -> dict:
@@ -124,7 +130,7 @@ class PainWorkload(WorkloadDefaults):
                 raise ValueError(f"3D-Pain data in {cfg.data_dir} has no {split!r} samples")
             seed = cfg.seed if split == "train" else None
             refs = neutral_references(part, table, 1 if split == "train" else cfg.n_shots, seed)
-            out[split] = pain_data.files_dataset(part, refs, paths, cfg.image_size)
+            out[split] = pain_data.files_dataset(part, refs, paths, cfg.image_size, cache=_cache(cfg, split))
         return out
 
     def synthetic_config(self, data_dir, write: bool = True) -> dict:
