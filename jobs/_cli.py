@@ -27,7 +27,7 @@ def add_cluster_options(p: argparse.ArgumentParser, wandb_help: str = "Weights &
     r.add_argument("--wandb", choices=["off", "offline", "online"], default="offline", help=wandb_help)
     if cache:
         r.add_argument("--cache-data", choices=list(_CACHE), default="auto",
-                       help="keep each decoded split in Ray's object store after its first read: auto = when it fits in a "
+                       help="keep the decoded train and val splits in Ray's object store after their first read: auto = each when it fits in a "
                        "tenth of the store; off = decode every epoch")  # fmt: skip
 
 

@@ -102,8 +102,9 @@ def mouse_run(ray_cluster, tmp_path_factory):
     """``python jobs/mouse_actions.py --synthetic --model multitask --output OUT``, its
     defaults untouched: (OUT, metrics.json). The synthetic data is in OUT/data.
 
-    Its 48-frame evaluation windows at stride 24 tile each 360-frame trial exactly as they
-    tile the whole video, so the served model's windows are the evaluation's windows."""
+    Its 48-frame evaluation windows at stride 24 tile each 360-frame trial as they tile the
+    whole video, so the served model's windows are the evaluation's windows, except the
+    ones the server also averages across a trial's edge (within 24 frames of it)."""
     import mouse_actions
 
     out = tmp_path_factory.mktemp("mouse_run") / "out"

@@ -62,7 +62,7 @@ class MouseConfig(TrainConfig):
     bodyparts: dict[str, str] = field(default_factory=dict)  # ours=theirs: DLC names of BODYPARTS ("mouth=Snout,..." accepted)
     individual: str | None = None  # the animal to read from multi-animal DLC files
     windows_per_task: int = 8  # windows decoded per Ray Data task
-    cache_data: bool | None = None  # decode each split once and keep it (None: when it fits, data.decoding)
+    cache_data: bool | None = None  # decode train and val once and keep them (None: when they fit, data.decoding)
     shuffle_buffer: int = 16  # windows in each worker's per-epoch shuffle buffer (frames: window x S x S bytes each)
     # model
     backbone: str = "vit_small_patch14_dinov2.lvd142m"  # multitask: timm name, or tiny_resnet / tiny_vit

@@ -33,7 +33,7 @@ class PainConfig(TrainConfig):
     weighted_sampling: bool = True  # PSPI ≥ 1 drawn twice as often (UNBC), redrawn every epoch
     reference_policy: str = "first_frames"  # evaluation references; "oracle" = original protocol
     n_shots: int = 1  # references averaged at evaluation (multi-shot)
-    cache_data: bool | None = None  # decode each split once and keep it (None: when it fits, data.decoding)
+    cache_data: bool | None = None  # decode train and val once and keep them (None: when they fit, data.decoding)
     # model (see ViTPainConfig)
     backbone: str = "large"
     image_size: int = 224
