@@ -178,7 +178,7 @@ def test_sweep_survives_a_lost_node(tmp_path):
     import pandas as pd
 
     events = _run("sweep", tmp_path)
-    trials = pd.read_csv(tmp_path / "sweep" / "trials.csv")
+    trials = pd.read_csv(tmp_path / "sweep" / "trials.csv", dtype={"trial_id": str})
     assert len(trials) == 3 and (trials["status"] == "COMPLETED").all()
     executions = _executions(tmp_path / "sweep")
     for name in events["finished_before"]:

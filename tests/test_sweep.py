@@ -67,7 +67,7 @@ params:
     output = tmp_path / "sweep"
     result = run_sweep(get_workload("pain"), space, _base(unbc_dir), output, num_samples=4, max_concurrent=2, wandb="off", seed=9, grace_period=1, reduction_factor=2)
 
-    trials = pd.read_csv(output / "trials.csv")
+    trials = pd.read_csv(output / "trials.csv", dtype={"trial_id": str})  # an all-digit id is still an id
     print("\n" + trials[["number", "trial_id", "status", "lr", "dropout", "val_pearson", "reports", "wall_time_s"]].to_string())
     assert len(trials) == 4 and {"status", "val_pearson", "lr", "dropout", "wall_time_s"} <= set(trials.columns)
     assert set(trials["lr"]) == {1e-9, 1e-3}
@@ -113,7 +113,7 @@ params:
     output = tmp_path / "cv"
     run_sweep(get_workload("pain"), space, _base(unbc_dir), output, num_samples=1, folds=[0, 1], wandb="off", seed=0, grace_period=2)
 
-    trials = pd.read_csv(output / "trials.csv")
+    trials = pd.read_csv(output / "trials.csv", dtype={"trial_id": str})  # an all-digit id is still an id
     assert len(trials) == 1 and (trials["status"] == "COMPLETED").all()
     for _, t in trials.iterrows():
         assert t["val_pearson"] == pytest.approx(np.mean([t["fold0_val_pearson"], t["fold1_val_pearson"]]))
@@ -193,7 +193,7 @@ def test_resume_after_the_driver_is_killed_does_not_rerun_finished_trials(unbc_d
     done = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=env, timeout=480)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
-    trials = pd.read_csv(output / "trials.csv")
+    trials = pd.read_csv(output / "trials.csv", dtype={"trial_id": str})  # an all-digit id is still an id
     assert len(trials) == 4 and trials["status"].isin(["COMPLETED", "EARLY_STOPPED"]).all()
     executions = _executions(output)
     counts = {t: sum(e["trial_id"] == t for e in executions) for t in trials["trial_id"]}
