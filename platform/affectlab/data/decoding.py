@@ -40,6 +40,13 @@ def decode_compute() -> ray.data.TaskPoolStrategy | None:
 
 
 CACHE_SHARE = 0.1  # of the cluster's object store, for one split's decoded rows
+EPOCH_SPLITS = ("train", "val")  # read every epoch; the other splits once, at the end
+
+
+def split_cache(split: str, cache: bool | None) -> bool | None:
+    """The ``cache`` argument of ``cache_decoded`` for ``split``: a config's ``cache_data``
+    for the splits read every epoch, False for those read once (caching them saves nothing)."""
+    return cache if split in EPOCH_SPLITS else False
 
 
 def cache_decoded(ds: ray.data.Dataset, nbytes: int, cache: bool | None = None) -> ray.data.Dataset:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from affectlab.constants.mouse import CLASS_NAMES, DEFAULT_IMAGE_SIZE, MODELS
+from affectlab.data.decoding import split_cache
 from affectlab.data.dlc import parse_bodypart_map
 from affectlab.data.mouse import Trial, discover
 from affectlab.data.mouse_dataset import evaluation_windows, split_trials, training_windows
@@ -164,11 +165,11 @@ class MouseWorkload(WorkloadDefaults):
         )  # fmt: skip
         pose = {"bodyparts": cfg.bodyparts, "individual": cfg.individual}
         out = {"train": window_dataset(train, cfg.input_size, cfg.min_likelihood, weights, cfg.windows_per_task, **pose,
-                                       cache=cfg.cache_data)}  # fmt: skip
-        for split in ("val", "test"):  # val is read every epoch, test once
+                                       cache=split_cache("train", cfg.cache_data))}  # fmt: skip
+        for split in ("val", "test"):
             tiles = evaluation_windows(parts[split], labels[split], cfg.eval_window)
             out[split] = window_dataset(tiles, cfg.input_size, cfg.min_likelihood, None, cfg.windows_per_task, **pose,
-                                        cache=cfg.cache_data if split == "val" else False)  # fmt: skip
+                                        cache=split_cache(split, cfg.cache_data))  # fmt: skip
         return out
 
     # -- model --------------------------------------------------------------------------

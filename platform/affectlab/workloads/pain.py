@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from affectlab.data import pain as pain_data
 from affectlab.data.augment import augment_faces
+from affectlab.data.decoding import split_cache
 from affectlab.metrics import pain as pain_metrics
 from affectlab.constants.pain import PSPI_MAX, PSPI_THRESHOLDS
 from affectlab.models.vitpain import ViTPainConfig, build_vitpain, param_groups
@@ -77,11 +78,6 @@ class PainConfig(TrainConfig):
         return ViTPainConfig.from_run_config(asdict(self))
 
 
-def _cache(cfg: PainConfig, split: str) -> bool | None:
-    """Cache only the splits read every epoch; the others are read once, at the end."""
-    return cfg.cache_data if split in ("train", "val") else False
-
-
 class PainWorkload(WorkloadDefaults):
     name = "pain"
     config_class = PainConfig
@@ -106,7 +102,7 @@ class PainWorkload(WorkloadDefaults):
 
         def make(split, table, refs, weights=None):
             return pain_data.unbc_dataset(table, refs, unbc.paths.frames, cfg.image_size, weights=weights,
-                                          cache=_cache(cfg, split))  # fmt: skip
+                                          cache=split_cache(split, cfg.cache_data))  # fmt: skip
 
         train = tables["train"]
         refs = pain_data.training_references(train, 1, cfg.seed)
@@ -130,7 +126,7 @@ class PainWorkload(WorkloadDefaults):
                 raise ValueError(f"3D-Pain data in {cfg.data_dir} has no {split!r} samples")
             seed = cfg.seed if split == "train" else None
             refs = neutral_references(part, table, 1 if split == "train" else cfg.n_shots, seed)
-            out[split] = pain_data.files_dataset(part, refs, paths, cfg.image_size, cache=_cache(cfg, split))
+            out[split] = pain_data.files_dataset(part, refs, paths, cfg.image_size, cache=split_cache(split, cfg.cache_data))
         return out
 
     def synthetic_config(self, data_dir, write: bool = True) -> dict:
