@@ -11,7 +11,7 @@ from ray.train import UserCallback
 
 from affectlab.train.checkpoint import read_checkpoint
 from affectlab.train.loop import read_predictions
-from affectlab.train.run import fit
+from affectlab.train.run import fit, make_trainer
 from affectlab.workloads import get_workload
 
 
@@ -73,6 +73,18 @@ def test_a_run_started_again_resumes_from_its_last_checkpoint(ray_cluster, tiny_
     second = fit(workload, cfg, workload.datasets(cfg, fold=0), str(tmp_path), "resume-me", callbacks=[EpochLog(log)])
     assert second.metrics["final"]
     assert log.read_text().split() == ["0", "final", "1", "final"]  # epoch 0 was not trained again
+
+
+def test_train_controller_is_handed_plain_settings_not_the_workload(tiny_pain_config, tmp_path):
+    """Ray Train's controller unpickles the run context, ``train_loop_config`` among it: the
+    workload (and the libraries its module imports) travels only in the training function,
+    which the workers alone load."""
+    import ray.cloudpickle
+
+    trainer = make_trainer(get_workload("pain"), tiny_pain_config, {}, str(tmp_path), "plain")
+    assert json.loads(json.dumps(trainer.train_loop_config))["config"]["epochs"] == tiny_pain_config.epochs
+    assert b"affectlab.workloads" not in ray.cloudpickle.dumps(trainer.train_run_context)
+    assert b"affectlab.workloads.pain" in ray.cloudpickle.dumps(trainer.train_loop_per_worker)
 
 
 def test_two_workers_train_with_ddp(ray_cluster, tiny_pain_config, tmp_path):

@@ -29,6 +29,9 @@ SERVE_HIGH_THROUGHPUT = {
 # An ingress replica that stops stays open this long so that HAProxy drops it first (Ray's
 # default, 30 s, is for load balancers on other machines); on a local instance 2 s is enough.
 DRAINING_PERIOD = "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"
+# Every Train run starts an actor that watches for spot-node preemption notices; a local
+# instance has no such nodes, and on 2 cores each extra process is start-up time (~2 s).
+PREEMPTION_WATCHER = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 
 
 def quiet_train_pg_cleaner() -> None:
@@ -49,7 +52,8 @@ def runtime_env(local: bool = False) -> dict:
     on a local instance the absolute path of this checkout's source root does.
     Keys the submitted job already sets (``--runtime-env-json``) are left to the job.
     Serve runs in its high-throughput mode (``SERVE_HIGH_THROUGHPUT``) wherever this job
-    starts it; ``local``: a local instance, whose ingress replicas drain for 2 s only.
+    starts it; ``local``: a local instance, whose ingress replicas drain for 2 s only and
+    whose Train runs start no preemption watcher.
     """
     job_env = json.loads(os.environ[_JOB_CONFIG]).get("runtime_env", {}) if _JOB_CONFIG in os.environ else None
     in_working_dir = bool(job_env and job_env.get("working_dir"))
@@ -62,7 +66,8 @@ def runtime_env(local: bool = False) -> dict:
             # on the short epochs of small models that doubled the run time.
             HEALTH_CHECK_INTERVAL: os.environ.get(HEALTH_CHECK_INTERVAL, "0.1"),
             **{name: os.environ.get(name, default) for name, default in SERVE_HIGH_THROUGHPUT.items()},
-            **({DRAINING_PERIOD: os.environ.get(DRAINING_PERIOD, "2")} if local else {}),
+            **({DRAINING_PERIOD: os.environ.get(DRAINING_PERIOD, "2"),
+                PREEMPTION_WATCHER: os.environ.get(PREEMPTION_WATCHER, "0")} if local else {}),  # fmt: skip
         },
         "worker_process_setup_hook": "affectlab.ray_utils.quiet_train_pg_cleaner",
     }

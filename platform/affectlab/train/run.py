@@ -8,6 +8,7 @@ checkpoint interrupted mid-upload is never taken for the latest.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -23,6 +24,10 @@ from affectlab.train.outputs import disk_full_error, is_disk_full, publish, stor
 SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # Ray Train's record of a run's checkpoints
 
 
+def _with_workload(loop, workload, loop_config: dict) -> None:
+    loop({**loop_config, "workload": workload})
+
+
 def make_trainer(workload, cfg, datasets: dict, storage_path: str, name: str, callbacks=(), max_failures: int = 1) -> TorchTrainer:
     """``datasets["train"]`` is split across workers; the others are read by rank 0 only.
 
@@ -32,12 +37,17 @@ def make_trainer(workload, cfg, datasets: dict, storage_path: str, name: str, ca
     for: Train retries the worker-group start without limit, and its pending placement
     group is the demand the autoscaler sees. A local storage path is written through
     ``AtomicLocalFileSystem``: a killed writer or a full disk never truncates a file there.
+
+    The workload travels inside the training function, which Train keeps in the object
+    store for the workers alone. Train's controller deserialises ``train_loop_config``: a
+    workload there made every controller import the workload's libraries (torch, timm,
+    scipy, wandb), 5-6 s on the critical path of each run (docs/performance.md).
     """
     eval_splits = [s for s in workload.eval_splits if s in datasets]
     storage, filesystem = storage_filesystem(storage_path)
     return TorchTrainer(
-        workload.train_loop_per_worker or train_loop_per_worker,
-        train_loop_config={"workload": workload, "config": config_to_dict(cfg), "eval_splits": eval_splits},
+        functools.partial(_with_workload, workload.train_loop_per_worker or train_loop_per_worker, workload),
+        train_loop_config={"config": config_to_dict(cfg), "eval_splits": eval_splits},
         scaling_config=ScalingConfig(
             num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cfg.cpus_per_worker}
         ),
