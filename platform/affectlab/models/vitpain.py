@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -60,6 +59,11 @@ class ViTPainConfig:
 
 
 def build_encoder(cfg: ViTPainConfig, pretrained: bool) -> nn.Module:
+    # timm (and the torchvision it imports) takes ~3 s of CPU to import: imported here, it is
+    # paid by the processes that build a model, not by every Tune trial and job driver that
+    # only reads this module's config.
+    import timm
+
     name, kwargs = BACKBONES[cfg.backbone]
     overlay = {"file": cfg.weights_path} if (pretrained and cfg.weights_path) else None
     try:
