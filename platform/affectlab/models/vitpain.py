@@ -59,7 +59,7 @@ class ViTPainConfig:
 
 
 def build_encoder(cfg: ViTPainConfig, pretrained: bool) -> nn.Module:
-    # timm (and the torchvision it imports) takes ~3 s of CPU to import: imported here, it is
+    # timm (and the torchvision it imports) takes ~2.5 s of CPU to import: imported here, it is
     # paid by the processes that build a model, not by every Tune trial and job driver that
     # only reads this module's config.
     import timm
