@@ -32,6 +32,7 @@ DRAINING_PERIOD = "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"
 # Every Train run starts an actor that watches for spot-node preemption notices; a local
 # instance has no such nodes, and on 2 cores each extra process is start-up time (~2 s).
 PREEMPTION_WATCHER = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+LOCAL_ONLY = {DRAINING_PERIOD: "2", PREEMPTION_WATCHER: "0"}  # {variable: default} on a local instance
 
 
 def quiet_train_pg_cleaner() -> None:
@@ -70,8 +71,7 @@ def runtime_env(local: bool = False) -> dict:
             # on the short epochs of small models that doubled the run time.
             HEALTH_CHECK_INTERVAL: os.environ.get(HEALTH_CHECK_INTERVAL, "0.1"),
             **{name: os.environ.get(name, default) for name, default in SERVE_HIGH_THROUGHPUT.items()},
-            **({DRAINING_PERIOD: os.environ.get(DRAINING_PERIOD, "2"),
-                PREEMPTION_WATCHER: os.environ.get(PREEMPTION_WATCHER, "0")} if local else {}),  # fmt: skip
+            **{name: os.environ.get(name, default) for name, default in (LOCAL_ONLY.items() if local else ())},
         },
         "worker_process_setup_hook": "affectlab.ray_utils.quiet_train_pg_cleaner",
     }
