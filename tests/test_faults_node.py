@@ -166,8 +166,11 @@ def test_cv_survives_a_lost_node(tmp_path):
     settings = json.loads((tmp_path / "cv" / "cv.json").read_text())
     fold_of = {f"{settings['run_name']}-fold{k}": k for k in range(3)}
     executions = _executions(tmp_path / "cv")
-    for name in events["finished_before"]:  # its trial ran once
-        assert [e["state"] for e in executions if e["fold"] == fold_of[name]] == ["fresh"]
+    for name in events["finished_before"]:  # trained once; a trial that died with the node after its
+        # Train run finished (its result not yet with Tune) is retried and only reports that result
+        states = [e["state"] for e in executions if e["fold"] == fold_of[name]]
+        print(f"fold {fold_of[name]} (finished before the kill): trial starts {states}")
+        assert states in (["fresh"], ["fresh", "finished"])
     for name in events["interrupted"]:  # retried by Tune from its checkpoint, or its workers restarted by Train
         states = [e["state"] for e in executions if e["fold"] == fold_of[name]]
         print(f"fold {fold_of[name]} (interrupted): trial starts {states}")
@@ -181,9 +184,10 @@ def test_sweep_survives_a_lost_node(tmp_path):
     trials = pd.read_csv(tmp_path / "sweep" / "trials.csv", dtype={"trial_id": str})
     assert len(trials) == 3 and (trials["status"] == "COMPLETED").all()
     executions = _executions(tmp_path / "sweep")
-    for name in events["finished_before"]:
-        trial = name.split("-")[1]
-        assert [e["state"] for e in executions if e["trial_id"] == trial] == ["fresh"]
+    for name in events["finished_before"]:  # as in the CV: trained once, at most re-reported
+        states = [e["state"] for e in executions if e["trial_id"] == name.split("-")[1]]
+        print(f"trial {name.split('-')[1]} (finished before the kill): starts {states}")
+        assert states in (["fresh"], ["fresh", "finished"])
     for name in events["interrupted"]:  # retried by Tune from its checkpoint, or its workers restarted by Train
         states = [e["state"] for e in executions if e["trial_id"] == name.split("-")[1]]
         print(f"trial {name.split('-')[1]} (interrupted): starts {states}")

@@ -3,6 +3,7 @@ job starts with room for one fold, a node joins later, and the waiting folds sta
 without restarting the job. Runs in its own interpreter: it needs its own Ray cluster."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -65,22 +66,25 @@ events["new_node"] = cluster.add_node(num_cpus=2, **ports()).node_id
 events["node_added"] = time.time()
 cv.join()
 workers = list_actors(address=cluster.address, filters=[("class_name", "=", "RayTrainWorker")], detail=True, limit=1000)
-print(json.dumps({
+json.dump({  # a file: the raylet's warnings reach this process's stdout too
     "folds": [r.fold for r in results],
     "final": [bool(r.metrics.get("final")) for r in results],
     "worker_nodes": [w.node_id for w in workers],
     "head": head, "started": started, **events,
-}))
+}, open(out + "/events.json", "w"))
 ray.shutdown()
 cluster.shutdown()
 """
 
 
 def test_waiting_folds_start_on_a_node_that_joins_later(tmp_path):
+    home = tmp_path / "home"  # a fresh machine's: nothing left in ~ by earlier runs
+    home.mkdir()
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "HOME": str(home)}
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], capture_output=True, text=True, timeout=900,
-                          cwd=ROOT)  # fmt: skip
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+                          cwd=ROOT, env=env)  # fmt: skip
+    assert proc.returncode == 0 and (tmp_path / "events.json").is_file(), (proc.stdout + proc.stderr)[-5000:]
+    out = json.loads((tmp_path / "events.json").read_text())
     assert "cv_error" not in out, out["cv_error"]
     assert out["folds"] == [0, 1, 2] and all(out["final"])  # every fold finished, none errored
     assert out["pending_before_join"]  # the head was full while folds waited
