@@ -256,7 +256,7 @@ try:
     report["epochs"] = [json.loads(line)["epoch"] for line in open(log)]
     report["final"] = bool(resumed.metrics.get("final"))
     ray.shutdown()
-    print(json.dumps(report))
+    json.dump(report, open(out + "/report.json", "w"))  # a file: Ray's warnings reach stdout too
 finally:
     subprocess.run(["umount", "-l", storage])
 """
@@ -281,7 +281,7 @@ def test_a_run_whose_storage_fills_up_fails_saying_so_and_resumes_from_its_last_
     if proc.returncode == 77:
         pytest.skip("a tmpfs cannot be mounted here (needs root or unprivileged user namespaces)")
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = json.loads((out / "report.json").read_text())
     print(f"\n{mode}: {json.dumps(report, indent=1)}")
 
     assert report["error_type"] == "DiskFullError" and "the disk is full" in report["error"]
