@@ -227,28 +227,34 @@ def run_pain_bench(workdir: Path, quick: bool = False) -> dict:
     if not quick:
         results["feed_4x_rows"] = feed_at_4x_rows(workload, cfg, workdir, repeats, workers, storage)
         results["ratios"]["feed_vs_dataloader_4x_rows"] = results["feed_4x_rows"]["ratio"]
+        results["ratios"]["streamed_feed_vs_dataloader_4x_rows"] = results["feed_4x_rows"]["streamed_ratio"]
     return results
 
 
 def feed_at_4x_rows(workload, cfg, workdir: Path, repeats: int, workers: tuple[int, ...], storage: str) -> dict:
-    """The feed on 4× the rows per epoch (twice the sequences, twice their length): Ray Data
-    restarts its pipeline every epoch (~0.4 s to the first batch on 2 cores), a cost that the
-    small benchmark epoch (under a second) magnifies and a real UNBC fold (~38k frames) does not."""
+    """The feed, cached and streamed, on 4× the rows per epoch (twice the sequences, twice
+    their length): a streamed split's pipeline starts again every epoch (~0.3 s to the first
+    batch on 2 cores), a cost that the small benchmark epoch (under a second) magnifies and a
+    real UNBC fold (~38k frames) does not."""
     from affectlab.data.synthetic_pain import write_synthetic_unbc
     from affectlab.train.config import config_to_dict
-    from bench_train import platform_feed
+    from bench_train import cached_and_streamed_feeds
 
     data_dir = write_synthetic_unbc(workdir / "unbc_4x", sequences_per_subject=2 * 3, frames_per_sequence=2 * 20, size=64)
     big = workload.make_config({**config_to_dict(cfg), "data_dir": str(data_dir)})
     dl = dataloader_side(workload, big, repeats, workers, with_epochs=False)
-    run = platform_feed(workload, big, workload.datasets(big, FOLD)["train"], storage, repeats + 1)
+    run = cached_and_streamed_feeds(workload, big, FOLD, storage, repeats + 1)
+    streamed = run["streamed"]
     return {
         "rows": dl["rows"],
         "dataloader_best_rows_per_s": dl["best_feed_rows_per_s"],
         "dataloader_best_num_workers": dl["best_feed_num_workers"],
         "platform_rows_per_s": summary(run["rows_per_s"][1:]),
         "platform_first_batch_s": summary(run["first_batch_s"][1:]),
+        "streamed_rows_per_s": summary(streamed["rows_per_s"][1:]),
+        "streamed_first_batch_s": summary(streamed["first_batch_s"][1:]),
         "ratio": ratio(median(run["rows_per_s"][1:]), dl["best_feed_rows_per_s"]),
+        "streamed_ratio": ratio(median(streamed["rows_per_s"][1:]), dl["best_feed_rows_per_s"]),
     }
 
 

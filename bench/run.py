@@ -29,6 +29,7 @@ HEADLINE = {
     "feed_vs_dataloader": ("pain", ("ratios", "feed_vs_dataloader")),
     "feed_vs_dataloader_4x_rows": ("pain", ("ratios", "feed_vs_dataloader_4x_rows")),
     "streamed_feed_vs_dataloader": ("pain", ("ratios", "streamed_feed_vs_dataloader")),
+    "streamed_feed_vs_dataloader_4x_rows": ("pain", ("ratios", "streamed_feed_vs_dataloader_4x_rows")),
     "mouse_feed_vs_dataloader": ("mouse", ("ratios", "mouse_feed_vs_dataloader")),
     "mouse_streamed_feed_vs_dataloader": ("mouse", ("ratios", "mouse_streamed_feed_vs_dataloader")),
     "serve_vs_uvicorn_32": ("serving", ("ratios", "serve_vs_uvicorn_32")),
